@@ -1,0 +1,218 @@
+"""Plugin discovery: entry points in the ``facekit`` group, registered with pluggy.
+
+Loading a plugin is isolated: one that fails to import or raises in its hook is
+recorded as a problem and the others still load.  Nothing here imports Keras.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import os
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import Any, Callable
+
+import pluggy
+
+from facekit import hookspecs
+from facekit.errors import FacekitError
+
+ENTRY_POINT_GROUP = "facekit"
+DISABLE_ENV = "FACEKIT_DISABLE_PLUGINS"
+KINDS = ("backbone", "head", "loss")
+SCORE_KINDS = ("logits", "cosine")
+_HOOKS = {
+    "backbone": "facekit_register_backbones",
+    "head": "facekit_register_heads",
+    "loss": "facekit_register_losses",
+}
+# Arguments facekit passes itself; everything else with a default is an option.
+_RESERVED = {"backbone": {"input_shape"}, "head": {"num_classes"}, "loss": set()}
+
+
+@dataclass(frozen=True)
+class Provider:
+    """Where a component comes from: the entry point and its distribution."""
+
+    entry_point: str
+    distribution: str | None = None
+    version: str | None = None
+
+    def __str__(self) -> str:
+        if self.distribution is None:
+            return self.entry_point
+        return f"{self.entry_point} ({self.distribution} {self.version})"
+
+    def to_dict(self) -> dict:
+        return {"entry_point": self.entry_point, "distribution": self.distribution,
+                "version": self.version}
+
+
+@dataclass(frozen=True)
+class Component:
+    """A registered backbone, head or loss."""
+
+    kind: str
+    name: str
+    factory: Callable[..., Any]
+    summary: str
+    provider: Provider
+    options: dict[str, Any]
+    outputs: str | None = None  # heads: "logits" or "cosine"
+    expects: str | None = None  # losses: "logits" or "cosine"
+
+    def build(self, *args, **options):
+        """Call the factory (this is where Keras gets imported)."""
+        return self.factory(*args, **options)
+
+    def to_dict(self) -> dict:
+        data = {"kind": self.kind, "name": self.name, "summary": self.summary,
+                "provider": self.provider.to_dict(), "options": self.options}
+        if self.outputs:
+            data["outputs"] = self.outputs
+        if self.expects:
+            data["expects"] = self.expects
+        return data
+
+
+@dataclass(frozen=True)
+class PluginProblem:
+    """A plugin that could not be loaded, or a registration that was refused."""
+
+    provider: Provider
+    error: str
+
+    def to_dict(self) -> dict:
+        return {"provider": self.provider.to_dict(), "error": self.error}
+
+
+@dataclass
+class Registry:
+    """Every component by kind and name, plus what went wrong while loading."""
+
+    components: dict[str, dict[str, Component]] = field(
+        default_factory=lambda: {kind: {} for kind in KINDS})
+    conflicts: dict[tuple[str, str], list[Component]] = field(default_factory=dict)
+    problems: list[PluginProblem] = field(default_factory=list)
+    disabled: list[str] = field(default_factory=list)
+
+    def names(self, kind: str) -> list[str]:
+        return sorted(self.components[kind])
+
+    def get(self, kind: str, name: str) -> Component:
+        """The component ``name`` of ``kind``, or a FacekitError saying what exists."""
+        if (kind, name) in self.conflicts:
+            providers = " and ".join(str(c.provider) for c in self.conflicts[kind, name])
+            raise FacekitError(
+                f"The {kind} '{name}' is registered by both {providers}; uninstall one or "
+                f"block it with {DISABLE_ENV}=<entry point name>.")
+        try:
+            return self.components[kind][name]
+        except KeyError:
+            known = ", ".join(self.names(kind)) or "none"
+            raise FacekitError(
+                f"Unknown {kind} '{name}'; choose one of: {known} "
+                f"(see `facekit list-plugins`).") from None
+
+    def add(self, component: Component) -> None:
+        key = (component.kind, component.name)
+        if key in self.conflicts:
+            self.conflicts[key].append(component)
+            return
+        existing = self.components[component.kind].pop(component.name, None)
+        if existing is None:
+            self.components[component.kind][component.name] = component
+            return
+        self.conflicts[key] = [existing, component]
+        self.problems.append(PluginProblem(
+            component.provider,
+            f"{component.kind} '{component.name}' is also registered by {existing.provider}; "
+            f"neither can be used until one is removed"))
+
+
+def factory_options(kind: str, factory: Callable) -> dict[str, Any]:
+    """The factory's keyword arguments with defaults: the component's options."""
+    options = {}
+    for param in inspect.signature(factory).parameters.values():
+        if param.name in _RESERVED[kind] or param.default is inspect.Parameter.empty:
+            continue
+        if param.kind in (param.POSITIONAL_OR_KEYWORD, param.KEYWORD_ONLY):
+            options[param.name] = param.default
+    return options
+
+
+def _summary(factory: Callable, summary: str | None) -> str:
+    if summary:
+        return summary
+    doc = inspect.getdoc(factory) or ""
+    return doc.strip().splitlines()[0] if doc.strip() else ""
+
+
+def _make_register(kind: str, provider: Provider, registry: Registry) -> Callable:
+    def register(name: str, factory: Callable, *, summary: str | None = None,
+                 outputs: str | None = None, expects: str | None = None) -> None:
+        if kind == "head" and outputs not in SCORE_KINDS:
+            raise ValueError(f"head '{name}' must declare outputs= one of {SCORE_KINDS}")
+        if kind == "loss" and expects not in SCORE_KINDS:
+            raise ValueError(f"loss '{name}' must declare expects= one of {SCORE_KINDS}")
+        registry.add(Component(kind=kind, name=name, factory=factory,
+                               summary=_summary(factory, summary), provider=provider,
+                               options=factory_options(kind, factory),
+                               outputs=outputs, expects=expects))
+    return register
+
+
+def _disabled_names() -> set[str]:
+    return {n.strip() for n in os.environ.get(DISABLE_ENV, "").split(",") if n.strip()}
+
+
+def _provider(entry_point: metadata.EntryPoint) -> Provider:
+    dist = getattr(entry_point, "dist", None)
+    if dist is None:
+        return Provider(entry_point.name)
+    return Provider(entry_point.name, dist.metadata["Name"], dist.version)
+
+
+def load_registry(entry_points: list[metadata.EntryPoint] | None = None) -> Registry:
+    """Import every plugin, call its hooks, and collect components and problems."""
+    if entry_points is None:
+        entry_points = list(metadata.entry_points(group=ENTRY_POINT_GROUP))
+    manager = pluggy.PluginManager("facekit")
+    manager.add_hookspecs(hookspecs)
+    registry = Registry()
+    disabled = _disabled_names()
+    providers: dict[str, Provider] = {}
+    seen = set()
+    for entry_point in entry_points:
+        if (entry_point.name, entry_point.value) in seen:
+            continue  # the same distribution found twice on sys.path
+        seen.add((entry_point.name, entry_point.value))
+        provider = _provider(entry_point)
+        if entry_point.name in disabled:
+            registry.disabled.append(entry_point.name)
+            continue
+        try:
+            manager.register(entry_point.load(), name=entry_point.name)
+        except Exception as exc:  # a broken plugin must not take facekit down
+            registry.problems.append(PluginProblem(provider, _describe(exc)))
+            continue
+        providers[entry_point.name] = provider
+    for kind in KINDS:
+        for impl in getattr(manager.hook, _HOOKS[kind]).get_hookimpls():
+            provider = providers.get(impl.plugin_name, Provider(impl.plugin_name))
+            try:
+                impl.function(register=_make_register(kind, provider, registry))
+            except Exception as exc:
+                registry.problems.append(PluginProblem(provider, _describe(exc)))
+    return registry
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+@functools.cache
+def get_registry() -> Registry:
+    """The registry of the installed plugins, loaded once per process."""
+    return load_registry()

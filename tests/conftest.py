@@ -1,0 +1,61 @@
+"""Shared fixtures: small images, few classes, few steps, so the suite stays fast on a CPU."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Keep the demo-data cache of the tests out of the user's home."""
+    monkeypatch.setenv("FACEKIT_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+@pytest.fixture(scope="session")
+def tiny_faces(tmp_path_factory) -> Path:
+    """4 identities x 10 images of 32x32 synthetic faces."""
+    from facekit.demo_data import write_demo_dataset
+
+    return write_demo_dataset(tmp_path_factory.mktemp("data") / "faces", identities=4,
+                              images_per_identity=10, size=32, seed=1)
+
+
+@pytest.fixture(scope="session")
+def tinynet_plugin(tmp_path_factory) -> Path:
+    """The example third-party plugin, pip-installed for real into a target folder.
+
+    Its small backbone also keeps training tests fast: Keras needs ~25 s on
+    this CPU just to trace a train step of a keras.applications backbone.
+    """
+    from facekit.registry import get_registry
+
+    target = tmp_path_factory.mktemp("site")
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
+                    "--no-build-isolation", "--target", str(target),
+                    str(REPO / "tests" / "plugin_example")], check=True, timeout=300)
+    sys.path.insert(0, str(target))
+    get_registry.cache_clear()
+    yield target
+    sys.path.remove(str(target))
+    get_registry.cache_clear()
+
+
+def run_facekit(*args, env=None, timeout=300):
+    """Run the facekit CLI in a fresh interpreter; returns the CompletedProcess."""
+    full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "facekit", *args], capture_output=True,
+                          text=True, env=full_env, timeout=timeout)
+
+
+# Small, fast settings for training tests (with the tinynet_plugin fixture).
+TINY_TRAIN = dict(image_size=32, batch_size=8, epochs=1, steps_per_epoch=2,
+                  embedding_size=16, backbone="tinynet", bn_recalibration_batches=2,
+                  verbose=0)
