@@ -1,0 +1,85 @@
+"""Custom Keras layers used by the built-in plugins (Keras 3, backend-agnostic)."""
+
+import keras
+from keras import ops
+
+_CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+_TORCH_MEAN = (0.485, 0.456, 0.406)
+_TORCH_STD = (0.229, 0.224, 0.225)
+
+
+@keras.saving.register_keras_serializable(package="facekit")
+class ImagePreprocessing(keras.layers.Layer):
+    """Map raw pixels in [0, 255] to what a backbone's weights expect.
+
+    Modes follow ``keras.applications.imagenet_utils.preprocess_input``:
+    ``tf`` scales to [-1, 1], ``caffe`` converts RGB to BGR and subtracts the
+    ImageNet mean, ``torch`` scales to [0, 1] and standardizes per channel.
+    Living inside the model, it travels with every saved or exported model.
+    """
+
+    MODES = ("tf", "caffe", "torch")
+
+    def __init__(self, mode="tf", **kwargs):
+        super().__init__(**kwargs)
+        if mode not in self.MODES:
+            raise ValueError(f"mode must be one of {self.MODES}, got {mode!r}")
+        self.mode = mode
+
+    def call(self, inputs):
+        x = ops.cast(inputs, self.compute_dtype)
+        if self.mode == "tf":
+            return x / 127.5 - 1.0
+        if self.mode == "caffe":
+            return ops.flip(x, axis=-1) - ops.convert_to_tensor(_CAFFE_MEAN_BGR, x.dtype)
+        mean = ops.convert_to_tensor(_TORCH_MEAN, x.dtype)
+        std = ops.convert_to_tensor(_TORCH_STD, x.dtype)
+        return (x / 255.0 - mean) / std
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "mode": self.mode}
+
+
+@keras.saving.register_keras_serializable(package="facekit")
+class NormDense(keras.layers.Layer):
+    """Cosine between the (L2-normalized) embedding and each class's weight vector.
+
+    The weights are L2-normalized along the input axis, so each class centre is
+    a unit vector; with ``normalize_embedding`` the output is the cosine in
+    [-1, 1] that margin losses such as ArcFace expect.
+    """
+
+    def __init__(self, units, normalize_embedding=True,
+                 kernel_initializer="glorot_normal", kernel_regularizer=None, **kwargs):
+        super().__init__(**kwargs)
+        self.units = int(units)
+        self.normalize_embedding = bool(normalize_embedding)
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+
+    def build(self, input_shape):
+        self.kernel = self.add_weight(
+            name="kernel", shape=(input_shape[-1], self.units),
+            initializer=self.kernel_initializer, regularizer=self.kernel_regularizer)
+
+    def call(self, inputs):
+        kernel = ops.normalize(ops.cast(self.kernel, self.compute_dtype), axis=0)
+        x = ops.cast(inputs, self.compute_dtype)
+        if self.normalize_embedding:
+            x = ops.normalize(x, axis=-1)
+        return ops.matmul(x, kernel)
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], self.units)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "units": self.units,
+            "normalize_embedding": self.normalize_embedding,
+            "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+            "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer),
+        }
