@@ -1,0 +1,74 @@
+"""The training configuration: one dataclass shared by the CLI and the Python API."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from facekit.errors import FacekitError
+
+OPTIMIZERS = ("adamax", "adam", "adamw", "sgd")
+
+
+@dataclass
+class TrainConfig:
+    """Every option of ``facekit train``; defaults follow the design notes."""
+
+    data: str | None = None  # None: the built-in demo dataset
+    backbone: str = "mobilenetv2"
+    head: str = "normdense"
+    loss: str = "arcface"
+    backbone_options: dict = field(default_factory=dict)
+    head_options: dict = field(default_factory=dict)
+    loss_options: dict = field(default_factory=dict)
+    image_size: int = 112
+    embedding_size: int = 512
+    dropout: float = 0.1
+    pooling: str = "gap"
+    batch_size: int = 128
+    epochs: int = 5
+    steps_per_epoch: int | None = None
+    val_split: float = 0.05
+    optimizer: str = "adamax"
+    lr: float | None = None
+    seed: int = 0
+    output: str | None = None
+    augment_flip: bool = True
+    bn_recalibration_batches: int = 20  # precise BN at each epoch end; 0 turns it off
+    verbose: int = 1
+
+    def validate(self) -> None:
+        """Reject bad values with one sentence each, before anything heavy runs."""
+        checks = [
+            (self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}."),
+            (self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}."),
+            (self.steps_per_epoch is None or self.steps_per_epoch >= 1,
+             f"--steps-per-epoch must be at least 1, got {self.steps_per_epoch}."),
+            (0.0 <= self.val_split < 1.0, f"--val-split must be in [0, 1), got {self.val_split}."),
+            (0.0 <= self.dropout < 1.0, f"--dropout must be in [0, 1), got {self.dropout}."),
+            (self.embedding_size >= 1,
+             f"--embedding-size must be at least 1, got {self.embedding_size}."),
+            (self.image_size >= 32, f"--image-size must be at least 32, got {self.image_size}."),
+            (self.pooling in ("gap", "flatten"),
+             f"--pooling must be gap or flatten, got '{self.pooling}'."),
+            (self.optimizer in OPTIMIZERS,
+             f"Unknown optimizer '{self.optimizer}'; choose one of: {', '.join(OPTIMIZERS)}."),
+            (self.lr is None or self.lr > 0, f"--lr must be positive, got {self.lr}."),
+            (self.bn_recalibration_batches >= 0,
+             f"--bn-recalibration must be 0 or more, got {self.bn_recalibration_batches}."),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise FacekitError(message)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise FacekitError(f"Unknown training option(s): {', '.join(unknown)}; "
+                               f"valid ones: {', '.join(sorted(known))}.")
+        return cls(**data)

@@ -1,0 +1,130 @@
+"""Model assembly: backbone -> pooling -> dropout -> embedding -> head.
+
+The *basic model* maps raw [0, 255] pixels to the embedding and is what
+verification and deployment use; the *training model* adds the head.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import json
+import zipfile
+from importlib import metadata
+from pathlib import Path
+from typing import NamedTuple
+
+import keras
+
+from facekit.errors import FacekitError
+from facekit.registry import Registry, get_registry
+
+EMBEDDING_LAYER = "embedding"
+BACKBONE_LAYER = "backbone"
+
+
+class FaceModels(NamedTuple):
+    basic_model: keras.Model
+    model: keras.Model
+
+
+@contextlib.contextmanager
+def float32_layers():
+    """Create layers in float32 whatever the global (mixed) precision policy."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("float32")
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def build_model(num_classes: int, backbone: str = "mobilenetv2", head: str = "normdense", *,
+                image_size: int = 112, embedding_size: int = 512, dropout: float = 0.1,
+                pooling: str = "gap", backbone_options: dict | None = None,
+                head_options: dict | None = None,
+                registry: Registry | None = None) -> FaceModels:
+    """Build the basic (embedding) model and the training model sharing its layers."""
+    from facekit.options import parse_options
+
+    registry = registry or get_registry()
+    backbone_component = registry.get("backbone", backbone)
+    head_component = registry.get("head", head)
+    if pooling not in ("gap", "flatten"):
+        raise FacekitError(f"Unknown pooling '{pooling}'; use gap or flatten.")
+    input_shape = (image_size, image_size, 3)
+    inputs = keras.Input(shape=input_shape, name="image")
+    backbone_model = backbone_component.build(
+        input_shape=input_shape, **parse_options(backbone_component, backbone_options))
+    backbone_model.name = BACKBONE_LAYER  # one name to find (and freeze) whatever the plugin
+    features = backbone_model(inputs)
+    if pooling == "gap":
+        features = keras.layers.GlobalAveragePooling2D(name="pooling")(features)
+    else:
+        features = keras.layers.Flatten(name="pooling")(features)
+    features = keras.layers.Dropout(dropout, name="dropout")(features)
+    with float32_layers():
+        embedding = keras.layers.Dense(embedding_size, name=EMBEDDING_LAYER)(features)
+        head_layer = head_component.build(
+            num_classes, **parse_options(head_component, head_options))
+        outputs = head_layer(embedding)
+    basic_model = keras.Model(inputs, embedding, name="basic_model")
+    model = keras.Model(inputs, outputs, name="face_model")
+    return FaceModels(basic_model, model)
+
+
+def embedding_model(model: keras.Model) -> keras.Model:
+    """The basic model: ``model`` itself, or the part of a training model up to ``embedding``."""
+    try:
+        layer = model.get_layer(EMBEDDING_LAYER)
+    except ValueError:
+        raise FacekitError(f"The model '{model.name}' has no '{EMBEDDING_LAYER}' layer; "
+                           "pass a model built by facekit.") from None
+    if model.outputs[0] is layer.output:
+        return model
+    return keras.Model(model.inputs, layer.output, name="basic_model")
+
+
+def load_model(path: str | Path, compile: bool = False) -> keras.Model:
+    """Load a ``.keras`` model saved by facekit, importing its plugins' Keras objects."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "basic_model.keras"
+    if not path.is_file():
+        raise FacekitError(f"The model file '{path}' does not exist; pass a .keras file "
+                           "or a run folder that holds basic_model.keras.")
+    import_custom_objects(path)
+    return keras.saving.load_model(path, compile=compile)
+
+
+def import_custom_objects(path: Path) -> None:
+    """Import the plugin modules that define the model's custom Keras objects.
+
+    Keras finds a custom class only once its module has registered it; the
+    saved config names that module.  Only modules of installed facekit plugin
+    packages are imported.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            config = json.loads(archive.read("config.json"))
+    except (zipfile.BadZipFile, KeyError, json.JSONDecodeError) as exc:
+        raise FacekitError(f"'{path}' is not a Keras 3 .keras model file ({exc}).") from None
+    allowed = {"facekit", "facekit_plugins"} | {
+        ep.value.split(":")[0].split(".")[0]
+        for ep in metadata.entry_points(group="facekit")}
+    for module in sorted(_config_modules(config)):
+        if module.split(".")[0] in allowed:
+            importlib.import_module(module)
+
+
+def _config_modules(node) -> set[str]:
+    found = set()
+    if isinstance(node, dict):
+        if isinstance(node.get("module"), str) and node.get("registered_name"):
+            found.add(node["module"])
+        for value in node.values():
+            found |= _config_modules(value)
+    elif isinstance(node, list):
+        for value in node:
+            found |= _config_modules(value)
+    return found

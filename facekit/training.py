@@ -1,0 +1,152 @@
+"""``facekit.train``: one shared data and fit pipeline for every backbone, head and loss."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from facekit.config import TrainConfig
+from facekit.errors import FacekitError
+from facekit.options import parse_options
+from facekit.registry import Registry, get_registry
+
+
+@dataclass
+class TrainResult:
+    """What a run produced: its folder and its per-epoch history."""
+
+    run_dir: Path
+    history: dict[str, list[float]]
+
+    @property
+    def basic_model_path(self) -> Path:
+        return self.run_dir / "basic_model.keras"
+
+    @property
+    def model_path(self) -> Path:
+        return self.run_dir / "model.keras"
+
+
+@dataclass
+class _Plan:
+    """The checked components and their parsed options."""
+
+    backbone_options: dict
+    head_options: dict
+    loss_factory: object
+    loss_options: dict
+
+
+def check_config(config: TrainConfig, registry: Registry) -> _Plan:
+    """Validate everything that can be checked without TensorFlow."""
+    config.validate()
+    backbone = registry.get("backbone", config.backbone)
+    head = registry.get("head", config.head)
+    loss = registry.get("loss", config.loss)
+    if head.outputs != loss.expects:
+        fitting = [name for name in registry.names("head")
+                   if registry.components["head"][name].outputs == loss.expects]
+        raise FacekitError(
+            f"The head '{head.name}' outputs {head.outputs} but the loss '{loss.name}' expects "
+            f"{loss.expects}; use --head {' or --head '.join(fitting) or '<a ' + loss.expects + ' head>'}"
+            f" with this loss.")
+    return _Plan(parse_options(backbone, config.backbone_options),
+                 parse_options(head, config.head_options), loss,
+                 parse_options(loss, config.loss_options))
+
+
+def train(config: TrainConfig | None = None, **options) -> TrainResult:
+    """Train a face model; ``options`` are TrainConfig fields and override ``config``."""
+    config = dataclasses.replace(config or TrainConfig(), **options)
+    registry = get_registry()
+    plan = check_config(config, registry)
+    config = dataclasses.replace(  # the resolved, typed options are what the run records
+        config, backbone_options=plan.backbone_options, head_options=plan.head_options,
+        loss_options=plan.loss_options)
+
+    from facekit.data import scan_folder, split_index
+    from facekit.demo_data import demo_dataset_dir
+
+    data_dir = Path(config.data) if config.data else demo_dataset_dir()
+    index = scan_folder(data_dir)
+    train_index, val_index = split_index(index, config.val_split, config.seed)
+    run_dir = _make_run_dir(config.output)
+    _write_json(run_dir / "classes.json", index.classes)
+    _write_json(run_dir / "config.json", {**config.to_dict(), "data": str(data_dir)})
+    return _fit(config, plan, train_index, val_index, len(index.classes), run_dir)
+
+
+def _fit(config, plan, train_index, val_index, num_classes, run_dir) -> TrainResult:
+    from facekit.device import setup_devices
+
+    setup_devices()  # before any other TensorFlow work touches a GPU
+    import keras
+
+    from facekit.batchnorm import BatchNormRecalibration
+    from facekit.data import make_dataset
+    from facekit.model import build_model
+
+    keras.utils.set_random_seed(config.seed)
+    basic_model, model = build_model(
+        num_classes, config.backbone, config.head, image_size=config.image_size,
+        embedding_size=config.embedding_size, dropout=config.dropout, pooling=config.pooling,
+        backbone_options=plan.backbone_options, head_options=plan.head_options)
+    model.compile(optimizer=make_optimizer(config.optimizer, config.lr),
+                  loss=plan.loss_factory.build(**plan.loss_options),
+                  metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
+    batch_size = min(config.batch_size, len(train_index))
+    steps = config.steps_per_epoch or max(1, len(train_index) // batch_size)
+    train_data = make_dataset(train_index, image_size=config.image_size, batch_size=batch_size,
+                              training=True, seed=config.seed, flip=config.augment_flip)
+    val_data = None if val_index is None else make_dataset(
+        val_index, image_size=config.image_size, batch_size=batch_size, training=False)
+    val_steps = None if val_index is None else -(-len(val_index) // batch_size)
+    callbacks = [keras.callbacks.CSVLogger(str(run_dir / "history.csv"))]
+    if config.bn_recalibration_batches:
+        callbacks.append(BatchNormRecalibration(  # never more batches than an epoch has
+            basic_model, train_data, min(config.bn_recalibration_batches, steps), steps))
+    started = time.perf_counter()
+    history = model.fit(train_data, epochs=config.epochs, steps_per_epoch=steps,
+                        validation_data=val_data, validation_steps=val_steps,
+                        shuffle=False, verbose=config.verbose,
+                        callbacks=callbacks)
+    elapsed = time.perf_counter() - started
+    basic_model.save(run_dir / "basic_model.keras")
+    model.save(run_dir / "model.keras")
+    if config.verbose:
+        images = steps * batch_size * len(history.epoch)
+        print(f"Trained {len(history.epoch)} epoch(s) in {elapsed:.1f}s "
+              f"({images / elapsed:.1f} images/s); run folder: {run_dir}")
+    return TrainResult(run_dir, {k: [float(v) for v in vals]
+                                 for k, vals in history.history.items()})
+
+
+def make_optimizer(name: str, lr: float | None):
+    """A Keras optimizer by name; ``lr=None`` keeps the optimizer's default rate."""
+    import keras
+
+    kwargs = {} if lr is None else {"learning_rate": lr}
+    if name == "sgd":
+        return keras.optimizers.SGD(momentum=0.9, **kwargs)
+    classes = {"adamax": keras.optimizers.Adamax, "adam": keras.optimizers.Adam,
+               "adamw": keras.optimizers.AdamW}
+    return classes[name](**kwargs)
+
+
+def _make_run_dir(output: str | None) -> Path:
+    if output:
+        run_dir = Path(output)
+    else:
+        run_dir = Path("runs") / time.strftime("%Y%m%d-%H%M%S")
+    if (run_dir / "model.keras").exists():
+        raise FacekitError(f"The run folder '{run_dir}' already holds a trained model; pass "
+                           "another --output folder.")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
+def _write_json(path: Path, data) -> None:
+    path.write_text(json.dumps(data, indent=2) + "\n")
