@@ -1,0 +1,184 @@
+"""The ``facekit`` command line: a thin Typer layer over the Python API.
+
+Light commands (``--help``, ``list-plugins``) never import TensorFlow; each
+heavy command imports what it needs inside its function.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from facekit import __version__
+from facekit.config import TrainConfig
+from facekit.errors import FacekitError
+from facekit.registry import KINDS, get_registry
+
+app = typer.Typer(
+    help="Train face-recognition models (ArcFace and friends) with TensorFlow and Keras 3.",
+    no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False)
+
+_DEFAULTS = TrainConfig()
+
+
+class Kind(str, Enum):
+    backbone = "backbone"
+    head = "head"
+    loss = "loss"
+
+
+class Pooling(str, Enum):
+    gap = "gap"
+    flatten = "flatten"
+
+
+class Optimizer(str, Enum):
+    adamax = "adamax"
+    adam = "adam"
+    adamw = "adamw"
+    sgd = "sgd"
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"facekit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: Annotated[bool, typer.Option(
+        "--version", callback=_version, is_eager=True, help="Show the version and exit.")] = False):
+    """Train face-recognition models with TensorFlow and Keras 3."""
+
+
+@app.command("list-plugins")
+def list_plugins(
+    kind: Annotated[Optional[Kind], typer.Option(help="Show only this kind.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+):
+    """List every backbone, head and loss, with its provider and options."""
+    registry = get_registry()
+    kinds = [kind.value] if kind else list(KINDS)
+    if as_json:
+        typer.echo(json.dumps({
+            "components": [registry.components[k][n].to_dict()
+                           for k in kinds for n in registry.names(k)],
+            "problems": [p.to_dict() for p in registry.problems],
+            "disabled": registry.disabled}, indent=2, default=str))
+        return
+    for k in kinds:
+        typer.echo(typer.style(f"{k}s".replace("losss", "losses"), bold=True))
+        for name in registry.names(k):
+            component = registry.components[k][name]
+            scores = component.outputs or component.expects
+            suffix = f" [{'outputs' if component.outputs else 'expects'} {scores}]" if scores else ""
+            typer.echo(f"  {name:<18} {component.summary}{suffix}")
+            typer.echo(f"  {'':<18} provider: {component.provider}")
+            if component.options:
+                opts = ", ".join(f"{key}={value!r}" for key, value in component.options.items())
+                typer.echo(f"  {'':<18} options: {opts}")
+        typer.echo("")
+    if registry.problems:
+        typer.echo(typer.style("problems", bold=True, fg="red"))
+        for problem in registry.problems:
+            typer.echo(f"  {problem.provider}: {problem.error}")
+    if registry.disabled:
+        typer.echo(f"disabled by FACEKIT_DISABLE_PLUGINS: {', '.join(registry.disabled)}")
+
+
+@app.command()
+def train(
+    data: Annotated[Optional[Path], typer.Option(
+        help="Folder of identity sub-folders (DATA/<identity>/<image>). "
+             "Default: the built-in demo dataset.")] = None,
+    backbone: Annotated[str, typer.Option(help="Backbone name (see list-plugins).")]
+        = _DEFAULTS.backbone,
+    head: Annotated[str, typer.Option(help="Head name (see list-plugins).")] = _DEFAULTS.head,
+    loss: Annotated[str, typer.Option(help="Loss name (see list-plugins).")] = _DEFAULTS.loss,
+    backbone_opt: Annotated[list[str], typer.Option(
+        "--backbone-opt", help="Backbone option KEY=VALUE, repeatable (e.g. alpha=0.5).")] = [],
+    head_opt: Annotated[list[str], typer.Option(
+        "--head-opt", help="Head option KEY=VALUE, repeatable.")] = [],
+    loss_opt: Annotated[list[str], typer.Option(
+        "--loss-opt", help="Loss option KEY=VALUE, repeatable (e.g. scale=32).")] = [],
+    image_size: Annotated[int, typer.Option(help="Input images are resized to this square.")]
+        = _DEFAULTS.image_size,
+    embedding_size: Annotated[int, typer.Option(help="Size of the embedding.")]
+        = _DEFAULTS.embedding_size,
+    dropout: Annotated[float, typer.Option(help="Dropout before the embedding.")]
+        = _DEFAULTS.dropout,
+    pooling: Annotated[Pooling, typer.Option(help="Pooling after the backbone.")] = Pooling.gap,
+    batch_size: Annotated[int, typer.Option(help="Images per batch.")] = _DEFAULTS.batch_size,
+    epochs: Annotated[int, typer.Option(help="Number of epochs.")] = _DEFAULTS.epochs,
+    steps_per_epoch: Annotated[Optional[int], typer.Option(
+        help="Batches per epoch. Default: one pass over the training images.")] = None,
+    val_split: Annotated[float, typer.Option(
+        help="Fraction of each identity's images held out for validation.")]
+        = _DEFAULTS.val_split,
+    optimizer: Annotated[Optimizer, typer.Option(help="Optimizer.")] = Optimizer.adamax,
+    lr: Annotated[Optional[float], typer.Option(
+        help="Learning rate. Default: the optimizer's own.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed for the split, shuffling and weights.")]
+        = _DEFAULTS.seed,
+    output: Annotated[Optional[Path], typer.Option(
+        help="Run folder. Default: runs/<timestamp>.")] = None,
+    flip: Annotated[bool, typer.Option(help="Random horizontal flips while training.")] = True,
+    bn_recalibration: Annotated[int, typer.Option(
+        help="Training batches used to recompute BatchNorm statistics at the end of each "
+             "epoch (precise BN), so inference-mode embeddings are right even on short "
+             "runs; 0 turns it off.")] = _DEFAULTS.bn_recalibration_batches,
+):
+    """Train a model: backbone -> embedding -> head, with the chosen loss."""
+    config = TrainConfig(
+        data=str(data) if data else None, backbone=backbone, head=head, loss=loss,
+        backbone_options=backbone_opt, head_options=head_opt, loss_options=loss_opt,
+        image_size=image_size, embedding_size=embedding_size, dropout=dropout,
+        pooling=pooling.value, batch_size=batch_size, epochs=epochs,
+        steps_per_epoch=steps_per_epoch, val_split=val_split, optimizer=optimizer.value,
+        lr=lr, seed=seed, output=str(output) if output else None, augment_flip=flip,
+        bn_recalibration_batches=bn_recalibration)
+    from facekit.training import check_config
+
+    check_config(config, get_registry())  # fail fast, before TensorFlow loads
+    _quiet_tensorflow()
+    from facekit.training import train as run_training
+
+    run_training(config)
+
+
+@app.command("demo-data")
+def demo_data(
+    folder: Annotated[Path, typer.Argument(help="Where to write the dataset.")],
+    identities: Annotated[int, typer.Option(help="Number of identities.")] = 20,
+    images: Annotated[int, typer.Option(help="Images per identity.")] = 30,
+    size: Annotated[int, typer.Option(help="Image size in pixels.")] = 112,
+    seed: Annotated[int, typer.Option(help="Seed: the same seed gives the same images.")] = 0,
+):
+    """Write the built-in synthetic face dataset to FOLDER/<identity>/<n>.jpg."""
+    from facekit.demo_data import write_demo_dataset
+
+    write_demo_dataset(folder, identities, images, size, seed)
+    typer.echo(f"Wrote {identities} identities x {images} images to {folder}")
+
+
+def _quiet_tensorflow() -> None:
+    """Hide TensorFlow's C++ start-up chatter unless the user asked for it."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def main() -> None:
+    """Console entry point: user mistakes become one line on stderr and exit code 2."""
+    try:
+        app()
+    except FacekitError as exc:
+        typer.echo(f"Error: {exc}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        typer.echo("Interrupted.", err=True)
+        sys.exit(130)
