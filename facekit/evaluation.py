@@ -1,0 +1,84 @@
+"""Verification sets (pairs files, auto-drawn pairs, insightface .bin) and their evaluation."""
+
+from __future__ import annotations
+
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from facekit.errors import FacekitError
+from facekit.verification import VerificationResult, evaluate_embeddings
+
+
+@dataclass
+class VerificationSet:
+    """Unique images plus, per pair, the positions of its two images and whether they match."""
+
+    name: str
+    images: list  # file paths, or encoded bytes for .bin sets
+    first: np.ndarray
+    second: np.ndarray
+    issame: np.ndarray
+    folds: int
+    encoded: bool = False
+
+    @classmethod
+    def from_pairs(cls, data_dir, pairs_file, name: str | None = None) -> "VerificationSet":
+        from facekit.pairs import read_pairs, resolve_images
+
+        pair_list = read_pairs(pairs_file)
+        paths, first, second = resolve_images(data_dir, pair_list)
+        return cls(name or Path(pairs_file).stem, paths, first, second, pair_list.issame,
+                   pair_list.folds)
+
+    @classmethod
+    def auto(cls, data_dir, count: int, folds: int, seed: int, pairs_out) -> "VerificationSet":
+        """Draw pairs from an identity folder and write them, so the result can be reproduced."""
+        from facekit.data import scan_folder
+        from facekit.pairs import draw_pairs, write_pairs
+
+        write_pairs(pairs_out, draw_pairs(scan_folder(data_dir), count, folds, seed))
+        return cls.from_pairs(data_dir, pairs_out, name=Path(data_dir).name)
+
+    @classmethod
+    def from_bin(cls, path, folds: int = 10) -> "VerificationSet":
+        """An insightface verification ``.bin``: pickled (encoded images, same flags).
+
+        Written by Python 2, hence ``encoding="bytes"``.  Image 2k and 2k+1
+        form pair k, in fold order.
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise FacekitError(f"The verification file '{path}' does not exist.")
+        try:
+            with open(path, "rb") as f:
+                images, issame = pickle.load(f, encoding="bytes")
+        except Exception as exc:
+            raise FacekitError(f"'{path}' is not an insightface verification .bin "
+                               f"({type(exc).__name__}: {exc}).") from None
+        images = [bytes(getattr(image, "tobytes", lambda: image)()) for image in images]
+        if len(images) != 2 * len(issame):
+            raise FacekitError(f"'{path}' holds {len(images)} images for {len(issame)} pairs; "
+                               "expected two images per pair.")
+        pairs = np.arange(len(issame))
+        return cls(path.stem, images, 2 * pairs, 2 * pairs + 1,
+                   np.asarray(issame, dtype=bool), folds, encoded=True)
+
+
+def evaluate_set(model, vset: VerificationSet, *, flip: bool = True, batch_size: int = 64,
+                 folds: int | None = None, progress: bool = False
+                 ) -> tuple[VerificationResult, np.ndarray]:
+    """Embed the set's images once and run the K-fold protocol; returns result and distances."""
+    from facekit.embedding import embed_encoded, embed_paths
+    from facekit.verification import pair_distances
+
+    embed = embed_encoded if vset.encoded else embed_paths
+    embeddings = embed(model, vset.images, batch_size=batch_size, flip=flip, progress=progress)
+    folds = folds or vset.folds
+    if len(vset.issame) < folds:
+        raise FacekitError(f"{len(vset.issame)} pairs cannot be split into {folds} folds.")
+    result = evaluate_embeddings(embeddings[vset.first], embeddings[vset.second],
+                                 vset.issame, folds)
+    return result, pair_distances(embeddings[vset.first], embeddings[vset.second])
