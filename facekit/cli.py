@@ -129,6 +129,18 @@ def train(
     output: Annotated[Optional[Path], typer.Option(
         help="Run folder. Default: runs/<timestamp>.")] = None,
     flip: Annotated[bool, typer.Option(help="Random horizontal flips while training.")] = True,
+    eval_pairs: Annotated[list[Path], typer.Option(
+        "--eval-pairs", help="Verification pairs file (LFW pairs.txt format) to run after "
+                             "each epoch; repeatable, one per --eval-data.")] = [],
+    eval_data: Annotated[list[Path], typer.Option(
+        "--eval-data", help="Image folder of the matching --eval-pairs file.")] = [],
+    eval_bin: Annotated[list[Path], typer.Option(
+        "--eval-bin", help="insightface verification .bin to run after each epoch; "
+                           "repeatable.")] = [],
+    best_by: Annotated[Optional[str], typer.Option(
+        help="Logged figure that picks basic_model.keras, e.g. val_accuracy or eval/NAME "
+             "(NAME: the pairs or .bin file name without extension). Default: val_accuracy "
+             "with a validation split, else the last epoch.")] = None,
     bn_recalibration: Annotated[int, typer.Option(
         help="Training batches used to recompute BatchNorm statistics at the end of each "
              "epoch (precise BN), so inference-mode embeddings are right even on short "
@@ -142,7 +154,9 @@ def train(
         pooling=pooling.value, batch_size=batch_size, epochs=epochs,
         steps_per_epoch=steps_per_epoch, val_split=val_split, optimizer=optimizer.value,
         lr=lr, seed=seed, output=str(output) if output else None, augment_flip=flip,
-        bn_recalibration_batches=bn_recalibration)
+        bn_recalibration_batches=bn_recalibration, eval_pairs=[str(p) for p in eval_pairs],
+        eval_data=[str(d) for d in eval_data], eval_bins=[str(b) for b in eval_bin],
+        best_by=best_by)
     from facekit.training import check_config
 
     check_config(config, get_registry())  # fail fast, before TensorFlow loads
@@ -150,6 +164,152 @@ def train(
     from facekit.training import train as run_training
 
     run_training(config)
+
+
+@app.command("eval")
+def evaluate(
+    model: Annotated[Path, typer.Option(
+        help="basic_model.keras, a full model.keras, or a run folder.")],
+    data: Annotated[Optional[Path], typer.Option(
+        help="Image folder the pairs refer to (DATA/<name>/<name>_0001.jpg).")] = None,
+    pairs: Annotated[Optional[Path], typer.Option(
+        help="Pairs file in the LFW pairs.txt format.")] = None,
+    auto_pairs: Annotated[Optional[int], typer.Option(
+        help="Draw this many balanced same/different pairs from --data (written to "
+             "--pairs-out so the result can be reproduced).")] = None,
+    bin_file: Annotated[Optional[Path], typer.Option(
+        "--bin", help="insightface verification set (lfw.bin, cfp_fp.bin, agedb_30.bin).")]
+        = None,
+    folds: Annotated[Optional[int], typer.Option(
+        help="Number of folds. Default: the pairs file's, 10 for --bin and --auto-pairs.")]
+        = None,
+    flip: Annotated[bool, typer.Option(
+        help="Add the embedding of the mirrored image (insightface's protocol).")] = True,
+    batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 64,
+    seed: Annotated[int, typer.Option(help="Seed for --auto-pairs.")] = 0,
+    pairs_out: Annotated[Optional[Path], typer.Option(
+        help="Where --auto-pairs writes its pairs. Default: auto_pairs_<N>_seed<S>.txt.")]
+        = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+    plot: Annotated[Optional[Path], typer.Option(
+        help="Write the ROC curve and distance histograms to this PNG.")] = None,
+):
+    """Face verification accuracy with the standard K-fold protocol."""
+    sources = [pairs is not None, auto_pairs is not None, bin_file is not None]
+    if sum(sources) != 1 or (bin_file is None) == (data is None):
+        raise FacekitError("Give --data with --pairs or --auto-pairs, or --bin alone.")
+    if folds is not None and folds < 2:
+        raise FacekitError(f"--folds must be at least 2, got {folds}.")
+    _quiet_tensorflow()
+    from facekit.embedding import load_embedding_model
+    from facekit.evaluation import VerificationSet, evaluate_set
+    from facekit.verification import plot_verification
+
+    if bin_file is not None:
+        vset = VerificationSet.from_bin(bin_file, folds or 10)
+    elif pairs is not None:
+        vset = VerificationSet.from_pairs(data, pairs)
+    else:
+        pairs_out = pairs_out or Path(f"auto_pairs_{auto_pairs}_seed{seed}.txt")
+        vset = VerificationSet.auto(data, auto_pairs, folds or 10, seed, pairs_out)
+        if not as_json:
+            typer.echo(f"pairs written to {pairs_out}")
+    embedding_model = load_embedding_model(model)
+    result, distances = evaluate_set(embedding_model, vset, flip=flip, batch_size=batch_size,
+                                     folds=folds, progress=not as_json)
+    if plot:
+        plot_verification(distances, vset.issame, result, plot)
+    if as_json:
+        typer.echo(json.dumps({"set": vset.name, **result.to_dict()}, indent=2))
+    else:
+        typer.echo(f"\n{vset.name}\n{result.summary()}")
+        if plot:
+            typer.echo(f"plot: {plot}")
+
+
+@app.command()
+def embed(
+    model: Annotated[Path, typer.Option(
+        help="basic_model.keras, a full model.keras, or a run folder.")],
+    data: Annotated[Path, typer.Option(help="Folder of identity sub-folders.")],
+    out: Annotated[Path, typer.Option(
+        help="Output: FILE.parquet, or FILE.npy (with FILE.csv for paths and identities).")],
+    batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 64,
+    flip: Annotated[bool, typer.Option(help="Add the mirrored image's embedding.")] = True,
+    normalize: Annotated[bool, typer.Option(help="L2-normalize the embeddings.")] = True,
+):
+    """Embeddings of every image of a folder, with paths and identities."""
+    if out.suffix not in (".npy", ".parquet"):
+        raise FacekitError(f"--out must end in .npy or .parquet, got '{out}'.")
+    _quiet_tensorflow()
+    import pandas as pd
+
+    from facekit.data import scan_folder
+    from facekit.embedding import embed_paths, load_embedding_model
+    from facekit.verification import l2_normalize
+
+    index = scan_folder(data)
+    embedding_model = load_embedding_model(model)
+    vectors = embed_paths(embedding_model, index.paths, batch_size=batch_size, flip=flip,
+                          progress=True)
+    if normalize:
+        vectors = l2_normalize(vectors)
+    table = pd.DataFrame({"path": index.paths,
+                          "identity": [index.classes[i] for i in index.labels]})
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix == ".npy":
+        np_path, csv_path = out, out.with_suffix(".csv")
+        import numpy as np
+
+        np.save(np_path, vectors.astype("float32"))
+        table.to_csv(csv_path, index=False)
+        typer.echo(f"Wrote {len(vectors)} embeddings to {np_path} and {csv_path}")
+    else:
+        table["embedding"] = list(vectors.astype("float32"))
+        table.to_parquet(out, index=False)
+        typer.echo(f"Wrote {len(vectors)} embeddings to {out}")
+
+
+class ExportFormat(str, Enum):
+    savedmodel = "savedmodel"
+    tflite = "tflite"
+    onnx = "onnx"
+
+
+@app.command()
+def export(
+    model: Annotated[Path, typer.Option(
+        help="basic_model.keras, a full model.keras, or a run folder.")],
+    format: Annotated[ExportFormat, typer.Option(help="Deployment format.")],
+    out: Annotated[Path, typer.Option(help="Output folder (savedmodel) or file.")],
+):
+    """Export the embedding model (raw [0, 255] RGB images in, embeddings out)."""
+    _quiet_tensorflow()
+    from facekit.export import export_model
+
+    export_model(model, format.value, out)
+    typer.echo(f"Exported {format.value} to {out}")
+
+
+@app.command()
+def prepare(
+    source: Annotated[Path, typer.Argument(help="Folder of identity sub-folders, any format.")],
+    destination: Annotated[Path, typer.Argument(help="Where to write DST/<identity>/*.jpg.")],
+    size: Annotated[int, typer.Option(help="Output size in pixels (square).")] = 112,
+    crop: Annotated[Optional[int], typer.Option(
+        help="Center-crop a square of this many source pixels first (e.g. 150 for aligned "
+             "250x250 LFW images).")] = None,
+    workers: Annotated[Optional[int], typer.Option(
+        help="Parallel processes. Default: one per CPU.")] = None,
+):
+    """Convert a dataset to 112x112 RGB JPEGs in identity folders (file stems kept)."""
+    from facekit.prepare import prepare_dataset
+
+    report = prepare_dataset(source, destination, size, crop, workers)
+    typer.echo(f"Wrote {report.written} images of {report.identities} identities to "
+               f"{destination}; skipped {len(report.skipped)}.")
+    for path, reason in report.skipped:
+        typer.echo(f"  skipped {path}: {reason}")
 
 
 @app.command("demo-data")

@@ -35,6 +35,10 @@ class TrainConfig:
     output: str | None = None
     augment_flip: bool = True
     bn_recalibration_batches: int = 20  # precise BN at each epoch end; 0 turns it off
+    eval_pairs: list = field(default_factory=list)  # pairs files, one per --eval-data folder
+    eval_data: list = field(default_factory=list)
+    eval_bins: list = field(default_factory=list)  # insightface .bin verification sets
+    best_by: str | None = None  # None: val_accuracy with a validation split, else the last
     verbose: int = 1
 
     def validate(self) -> None:
@@ -54,6 +58,9 @@ class TrainConfig:
             (self.optimizer in OPTIMIZERS,
              f"Unknown optimizer '{self.optimizer}'; choose one of: {', '.join(OPTIMIZERS)}."),
             (self.lr is None or self.lr > 0, f"--lr must be positive, got {self.lr}."),
+            (len(self.eval_pairs) == len(self.eval_data),
+             "Give one --eval-data folder for each --eval-pairs file "
+             f"(got {len(self.eval_pairs)} pairs files and {len(self.eval_data)} folders)."),
             (self.bn_recalibration_batches >= 0,
              f"--bn-recalibration must be 0 or more, got {self.bn_recalibration_batches}."),
         ]

@@ -72,11 +72,13 @@ def split_index(index: DatasetIndex, val_split: float, seed: int
 
 
 def make_dataset(index: DatasetIndex, *, image_size: int, batch_size: int, training: bool,
-                 seed: int = 0, flip: bool = True):
+                 seed: int = 0, flip: bool = True, skip_unreadable: bool = True):
     """A batched, prefetched dataset of (uint8 images, int32 labels).
 
     Training data is shuffled each epoch, repeated, batched with a fixed batch
-    size and randomly flipped; evaluation data is read once, in order.
+    size and randomly flipped; evaluation data is read once, in order.  With
+    ``skip_unreadable`` a file that fails to decode is dropped, not fatal;
+    embedding needs every image, so it turns that off.
     """
     import tensorflow as tf
 
@@ -85,7 +87,8 @@ def make_dataset(index: DatasetIndex, *, image_size: int, batch_size: int, train
         dataset = dataset.shuffle(len(index), seed=seed, reshuffle_each_iteration=True).repeat()
     dataset = dataset.map(lambda path, label: (load_image(path, image_size), label),
                           num_parallel_calls=tf.data.AUTOTUNE, deterministic=not training)
-    dataset = dataset.ignore_errors()  # an unreadable file is skipped, not fatal
+    if skip_unreadable:
+        dataset = dataset.ignore_errors()
     dataset = dataset.batch(batch_size, drop_remainder=training,
                             num_parallel_calls=tf.data.AUTOTUNE)
     if training and flip:
@@ -97,7 +100,14 @@ def load_image(path, image_size: int):
     """Decode any JPEG/PNG/BMP/GIF file to uint8 RGB of ``image_size``² pixels."""
     import tensorflow as tf
 
-    image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+    return decode_image(tf.io.read_file(path), image_size)
+
+
+def decode_image(contents, image_size: int):
+    """Decode encoded image bytes to uint8 RGB, resized to ``image_size``² when needed."""
+    import tensorflow as tf
+
+    image = tf.io.decode_image(contents, channels=3, expand_animations=False)
     size = tf.constant([image_size, image_size])
     image = tf.cond(
         tf.reduce_all(tf.shape(image)[:2] == size),

@@ -73,19 +73,50 @@ def train(config: TrainConfig | None = None, **options) -> TrainResult:
     data_dir = Path(config.data) if config.data else demo_dataset_dir()
     index = scan_folder(data_dir)
     train_index, val_index = split_index(index, config.val_split, config.seed)
+    eval_sets = load_eval_sets(config)
+    monitor = best_model_monitor(config, val_index is not None, eval_sets)
     run_dir = _make_run_dir(config.output)
     _write_json(run_dir / "classes.json", index.classes)
     _write_json(run_dir / "config.json", {**config.to_dict(), "data": str(data_dir)})
-    return _fit(config, plan, train_index, val_index, len(index.classes), run_dir)
+    return _fit(config, plan, train_index, val_index, len(index.classes), run_dir,
+                eval_sets, monitor)
 
 
-def _fit(config, plan, train_index, val_index, num_classes, run_dir) -> TrainResult:
+def load_eval_sets(config: TrainConfig) -> list:
+    """The verification sets to run after each epoch (read before training starts)."""
+    from facekit.evaluation import VerificationSet
+
+    sets = [VerificationSet.from_pairs(data, pairs)
+            for pairs, data in zip(config.eval_pairs, config.eval_data)]
+    sets += [VerificationSet.from_bin(path) for path in config.eval_bins]
+    names = [s.name for s in sets]
+    if len(set(names)) != len(names):
+        raise FacekitError(f"Two verification sets share a name ({', '.join(names)}); "
+                           "rename one of the files.")
+    return sets
+
+
+def best_model_monitor(config: TrainConfig, has_validation: bool, eval_sets) -> str | None:
+    """The logged figure that picks basic_model.keras, checked against what will be logged."""
+    if config.best_by is None:
+        return "val_accuracy" if has_validation else None
+    logged = ["loss", "accuracy"] + (["val_loss", "val_accuracy"] if has_validation else [])
+    logged += [f"eval/{s.name}" for s in eval_sets]
+    if config.best_by not in logged:
+        raise FacekitError(f"--best-by '{config.best_by}' is not logged by this run; "
+                           f"choose one of: {', '.join(logged)}.")
+    return config.best_by
+
+
+def _fit(config, plan, train_index, val_index, num_classes, run_dir, eval_sets,
+         monitor) -> TrainResult:
     from facekit.device import setup_devices
 
     setup_devices()  # before any other TensorFlow work touches a GPU
     import keras
 
     from facekit.batchnorm import BatchNormRecalibration
+    from facekit.callbacks import BestModelCheckpoint, VerificationCallback
     from facekit.data import make_dataset
     from facekit.model import build_model
 
@@ -104,22 +135,35 @@ def _fit(config, plan, train_index, val_index, num_classes, run_dir) -> TrainRes
     val_data = None if val_index is None else make_dataset(
         val_index, image_size=config.image_size, batch_size=batch_size, training=False)
     val_steps = None if val_index is None else -(-len(val_index) // batch_size)
-    callbacks = [keras.callbacks.CSVLogger(str(run_dir / "history.csv"))]
+    # Order matters: statistics are recalibrated before verification, and every
+    # figure is in the logs before the checkpoint and the CSV read them.
+    callbacks = []
     if config.bn_recalibration_batches:
         callbacks.append(BatchNormRecalibration(  # never more batches than an epoch has
             basic_model, train_data, min(config.bn_recalibration_batches, steps), steps))
+    if eval_sets:
+        callbacks.append(VerificationCallback(basic_model, eval_sets))
+    best = None
+    if monitor:
+        best = BestModelCheckpoint(basic_model, run_dir / "basic_model.keras", monitor)
+        callbacks.append(best)
+    callbacks.append(keras.callbacks.CSVLogger(str(run_dir / "history.csv")))
     started = time.perf_counter()
     history = model.fit(train_data, epochs=config.epochs, steps_per_epoch=steps,
                         validation_data=val_data, validation_steps=val_steps,
                         shuffle=False, verbose=config.verbose,
                         callbacks=callbacks)
     elapsed = time.perf_counter() - started
-    basic_model.save(run_dir / "basic_model.keras")
+    basic_model.save(run_dir / "basic_model_last.keras")
+    if best is None or best.best_epoch is None:
+        basic_model.save(run_dir / "basic_model.keras")
     model.save(run_dir / "model.keras")
     if config.verbose:
         images = steps * batch_size * len(history.epoch)
         print(f"Trained {len(history.epoch)} epoch(s) in {elapsed:.1f}s "
               f"({images / elapsed:.1f} images/s); run folder: {run_dir}")
+        if best is not None and best.best_epoch is not None:
+            print(f"basic_model.keras: epoch {best.best_epoch + 1}, {monitor} {best.best:.4f}")
     return TrainResult(run_dir, {k: [float(v) for v in vals]
                                  for k, vals in history.history.items()})
 

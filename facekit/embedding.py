@@ -1,0 +1,81 @@
+"""Embeddings of images with a trained basic model, flip-augmented as insightface does."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from facekit.errors import FacekitError
+
+
+def load_embedding_model(path: str | Path):
+    """A basic model from a ``.keras`` file (basic or full model) or a run folder."""
+    from facekit.model import embedding_model, load_model
+
+    return embedding_model(load_model(path))
+
+
+def model_image_size(model) -> int:
+    return int(model.input_shape[1])
+
+
+def embed_dataset(model, images, *, flip: bool = True, count: int | None = None,
+                  progress: bool = False) -> np.ndarray:
+    """Embeddings of a dataset of uint8 image batches.
+
+    With ``flip`` each row is the sum of the raw embeddings of the image and
+    its mirror image (insightface's test-time augmentation).  Rows are raw;
+    verification L2-normalizes them.
+    """
+    import keras
+    import tensorflow as tf
+
+    @tf.function(reduce_retracing=True)
+    def forward(batch):
+        if not flip:
+            return model(batch, training=False)
+        both = model(tf.concat([batch, tf.reverse(batch, axis=[2])], axis=0), training=False)
+        half = tf.shape(batch)[0]
+        return both[:half] + both[half:]
+
+    bar = keras.utils.Progbar(count, unit_name="image") if progress else None
+    outputs = []
+    try:
+        for batch in images:
+            outputs.append(forward(batch).numpy())
+            if bar is not None:
+                bar.add(len(outputs[-1]))
+    except tf.errors.InvalidArgumentError as exc:
+        raise FacekitError(f"An image could not be decoded ({exc.message.splitlines()[0]}); "
+                           "remove or convert the unreadable file.") from None
+    if not outputs:
+        return np.zeros((0, model.output_shape[-1]), np.float32)
+    return np.concatenate(outputs)
+
+
+def embed_paths(model, paths, *, batch_size: int = 64, flip: bool = True,
+                progress: bool = False) -> np.ndarray:
+    """Embeddings of image files, in the order given."""
+    from facekit.data import DatasetIndex, make_dataset
+
+    index = DatasetIndex(np.asarray(paths), np.zeros(len(paths), np.int32), [])
+    dataset = make_dataset(index, image_size=model_image_size(model), batch_size=batch_size,
+                           training=False, skip_unreadable=False)
+    return embed_dataset(model, dataset.map(lambda images, _: images), flip=flip,
+                         count=len(paths), progress=progress)
+
+
+def embed_encoded(model, encoded: list[bytes], *, batch_size: int = 64, flip: bool = True,
+                  progress: bool = False) -> np.ndarray:
+    """Embeddings of encoded image bytes (as stored in insightface ``.bin`` files)."""
+    import tensorflow as tf
+
+    from facekit.data import decode_image
+
+    size = model_image_size(model)
+    dataset = (tf.data.Dataset.from_tensor_slices(tf.constant(encoded, dtype=tf.string))
+               .map(lambda contents: decode_image(contents, size),
+                    num_parallel_calls=tf.data.AUTOTUNE)
+               .batch(batch_size).prefetch(tf.data.AUTOTUNE))
+    return embed_dataset(model, dataset, flip=flip, count=len(encoded), progress=progress)

@@ -1,0 +1,136 @@
+"""End to end: eval, embed, export, and verification during training, on a tiny model."""
+
+import csv
+import json
+import pickle
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import facekit
+from facekit.data import make_dataset, scan_folder
+from facekit.evaluation import VerificationSet, evaluate_set
+from tests.conftest import TINY_TRAIN, run_facekit
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory, tiny_faces, tinynet_plugin):
+    run = tmp_path_factory.mktemp("eval") / "run"
+    facekit.train(data=str(tiny_faces), output=str(run), head="softmax", loss="softmax",
+                  **{**TINY_TRAIN, "epochs": 2, "steps_per_epoch": 5})
+    return run
+
+
+def test_eval_cli_auto_pairs_json_and_plot(tmp_path, trained_run, tiny_faces):
+    # model.keras holds the last epoch's weights, as basic_model_last.keras does.
+    result = run_facekit("eval", "--model", str(trained_run / "basic_model_last.keras"),
+                         "--data", str(tiny_faces), "--auto-pairs", "40", "--folds", "4", "--pairs-out",
+                         str(tmp_path / "pairs.txt"), "--json", "--plot",
+                         str(tmp_path / "roc.png"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    data = json.loads(result.stdout)
+    assert 0.0 <= data["accuracy"] <= 1.0
+    assert len(data["fold_accuracies"]) == 4 and data["pairs"] == 40
+    assert "1e-03" in data["tar_at_far"]
+    assert (tmp_path / "roc.png").read_bytes()[:4] == b"\x89PNG"
+    again = run_facekit("eval", "--model", str(trained_run / "model.keras"), "--data",
+                        str(tiny_faces), "--pairs", str(tmp_path / "pairs.txt"))
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"accuracy: {data['accuracy']:.4f} ± {data['accuracy_std']:.4f}" in again.stdout
+    assert "TAR@FAR=1e-03" in again.stdout and "ROC AUC" in again.stdout
+
+
+def test_bin_set_gives_the_same_result_as_its_pairs(tmp_path, trained_run, tiny_faces):
+    model = facekit.load_model(trained_run)
+    index = scan_folder(tiny_faces)
+    from facekit.pairs import draw_pairs, write_pairs
+
+    write_pairs(tmp_path / "pairs.txt", draw_pairs(index, 24, folds=3, seed=1))
+    by_pairs = VerificationSet.from_pairs(tiny_faces, tmp_path / "pairs.txt")
+    encoded = []
+    for a, b in zip(by_pairs.first, by_pairs.second):
+        encoded += [open(by_pairs.images[a], "rb").read(), open(by_pairs.images[b], "rb").read()]
+    with open(tmp_path / "set.bin", "wb") as f:
+        pickle.dump((encoded, by_pairs.issame.tolist()), f, protocol=2)
+    from_pairs, _ = evaluate_set(model, by_pairs)
+    from_bin, _ = evaluate_set(model, VerificationSet.from_bin(tmp_path / "set.bin", 3))
+    assert from_bin.fold_accuracies == from_pairs.fold_accuracies
+    assert from_bin.auc == pytest.approx(from_pairs.auc)
+
+
+def test_embed_to_npy_and_parquet(tmp_path, trained_run, tiny_faces):
+    result = run_facekit("embed", "--model", str(trained_run), "--data", str(tiny_faces),
+                         "--out", str(tmp_path / "emb.npy"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    vectors = np.load(tmp_path / "emb.npy")
+    table = pd.read_csv(tmp_path / "emb.csv")
+    assert vectors.shape == (40, TINY_TRAIN["embedding_size"])
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
+    assert table["identity"].tolist()[:10] == ["person_000"] * 10
+    result = run_facekit("embed", "--model", str(trained_run), "--data", str(tiny_faces),
+                         "--out", str(tmp_path / "emb.parquet"), "--no-flip")
+    assert result.returncode == 0, result.stderr[-3000:]
+    frame = pd.read_parquet(tmp_path / "emb.parquet")
+    assert list(frame.columns) == ["path", "identity", "embedding"] and len(frame) == 40
+
+
+@pytest.mark.parametrize("fmt", ["savedmodel", "tflite", "onnx"])
+def test_export_gives_the_same_embeddings(tmp_path, trained_run, tiny_faces, fmt):
+    import tensorflow as tf
+
+    out = tmp_path / {"savedmodel": "sm", "tflite": "m.tflite", "onnx": "m.onnx"}[fmt]
+    result = run_facekit("export", "--model", str(trained_run), "--format", fmt,
+                         "--out", str(out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    index = scan_folder(tiny_faces)
+    [(images, _)] = list(make_dataset(index.subset(np.arange(40) < 4), image_size=32,
+                                      batch_size=4, training=False))
+    images = images.numpy().astype("float32")
+    expected = facekit.load_model(trained_run).predict(images, verbose=0)
+    if fmt == "savedmodel":
+        loaded = tf.saved_model.load(str(out))  # keep a reference: it owns the variables
+        got = loaded.serve(images).numpy()
+    elif fmt == "tflite":
+        interpreter = tf.lite.Interpreter(model_path=str(out))
+        detail = interpreter.get_input_details()[0]
+        interpreter.resize_tensor_input(detail["index"], images.shape)
+        interpreter.allocate_tensors()
+        interpreter.set_tensor(detail["index"], images)
+        interpreter.invoke()
+        got = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+    else:
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(str(out))
+        got = session.run(None, {session.get_inputs()[0].name: images})[0]
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_verification_during_training_picks_the_best_model(tmp_path, tiny_faces,
+                                                           tinynet_plugin):
+    from facekit.pairs import draw_pairs, write_pairs
+
+    write_pairs(tmp_path / "faces.txt", draw_pairs(scan_folder(tiny_faces), 24, 3, seed=2))
+    result = facekit.train(data=str(tiny_faces), output=str(tmp_path / "run"),
+                           eval_pairs=[str(tmp_path / "faces.txt")],
+                           eval_data=[str(tiny_faces)], best_by="eval/faces",
+                           **{**TINY_TRAIN, "epochs": 2})
+    with open(result.run_dir / "history.csv") as f:
+        rows = list(csv.DictReader(f))
+    accuracies = [float(row["eval/faces"]) for row in rows]
+    assert len(accuracies) == 2 and all(0 <= a <= 1 for a in accuracies)
+    assert (result.run_dir / "basic_model.keras").is_file()
+    assert (result.run_dir / "basic_model_last.keras").is_file()
+    best = facekit.load_model(result.run_dir / "basic_model.keras")
+    vset = VerificationSet.from_pairs(tiny_faces, tmp_path / "faces.txt")
+    assert evaluate_set(best, vset)[0].accuracy == pytest.approx(max(accuracies))
+
+
+def test_bad_best_by_and_eval_arguments(tiny_faces, tmp_path):
+    with pytest.raises(facekit.FacekitError, match="--best-by 'eval/lfw' is not logged.*"
+                                                   "val_accuracy"):
+        facekit.train(data=str(tiny_faces), best_by="eval/lfw", output=str(tmp_path / "r"))
+    result = run_facekit("eval", "--model", str(tmp_path), "--pairs", "p.txt")
+    assert result.returncode == 2
+    assert "Give --data with --pairs or --auto-pairs, or --bin alone." in result.stderr
