@@ -1,0 +1,100 @@
+"""Convert any identity-folder dataset to facekit's canonical layout.
+
+DST/<identity>/<stem>.jpg, RGB, square, at the target size; optionally
+center-cropped first (aligned LFW-style 250x250 images have the face in the
+middle).  File stems are kept, so LFW pairs files still resolve.  Runs in
+parallel processes; unreadable files are skipped and reported.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+
+from facekit.errors import FacekitError
+
+# Anything Pillow opens: JPEG, PNG, BMP, GIF, PGM/PPM, TIFF, WebP, ...
+SOURCE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".pgm", ".ppm", ".pbm", ".pnm",
+                     ".tif", ".tiff", ".webp")
+
+
+@dataclass
+class PrepareReport:
+    written: int = 0
+    identities: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+
+
+def convert_image(source: str, target: str, size: int, crop: int | None) -> str | None:
+    """Write one converted image; returns the reason it was skipped, or None."""
+    try:
+        with Image.open(source) as image:
+            image = image.convert("RGB")
+            if crop:
+                width, height = image.size
+                side = min(crop, width, height)
+                left, top = (width - side) // 2, (height - side) // 2
+                image = image.crop((left, top, left + side, top + side))
+            elif image.size[0] != image.size[1]:  # center square, so faces keep their shape
+                side = min(image.size)
+                left, top = (image.size[0] - side) // 2, (image.size[1] - side) // 2
+                image = image.crop((left, top, left + side, top + side))
+            if image.size != (size, size):
+                image = image.resize((size, size), Image.Resampling.LANCZOS)
+            image.save(target, format="JPEG", quality=95)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def _convert(job):
+    return job[0], convert_image(*job)
+
+
+def plan_jobs(source: Path, destination: Path, size: int, crop: int | None):
+    """(source file, target file, size, crop) for every image, and the identity count."""
+    identities = sorted(e.name for e in os.scandir(source)
+                        if e.is_dir() and not e.name.startswith("."))
+    jobs = []
+    for identity in identities:
+        taken = set()
+        for entry in sorted(os.scandir(source / identity), key=lambda e: e.name):
+            if not (entry.is_file() and entry.name.lower().endswith(SOURCE_EXTENSIONS)):
+                continue
+            stem = Path(entry.name).stem
+            name = stem if stem not in taken else f"{stem}_{len(taken)}"
+            taken.add(name)
+            jobs.append((entry.path, str(destination / identity / f"{name}.jpg"), size, crop))
+    return jobs, identities
+
+
+def prepare_dataset(source, destination, size: int = 112, crop: int | None = None,
+                    workers: int | None = None, progress: bool = True) -> PrepareReport:
+    source, destination = Path(source), Path(destination)
+    if not source.is_dir():
+        raise FacekitError(f"The source folder '{source}' does not exist.")
+    if size < 16:
+        raise FacekitError(f"--size must be at least 16 pixels, got {size}.")
+    jobs, identities = plan_jobs(source, destination, size, crop)
+    if not jobs:
+        raise FacekitError(f"'{source}' holds no images in identity sub-folders; expected "
+                           "SRC/<identity>/<image>.")
+    for identity in identities:
+        (destination / identity).mkdir(parents=True, exist_ok=True)
+    report = PrepareReport(identities=len(identities))
+    with ProcessPoolExecutor(max_workers=workers or os.cpu_count()) as pool:
+        results = pool.map(_convert, jobs, chunksize=64)
+        if progress:
+            from rich.progress import track
+
+            results = track(results, total=len(jobs), description="Converting")
+        for path, reason in results:
+            if reason is None:
+                report.written += 1
+            else:
+                report.skipped.append((path, reason))
+    return report
