@@ -93,7 +93,8 @@ def main() -> int:
 
 def raw_pixel_result(vset):
     """The protocol on flattened pixels: flip-summed, L2-normalized."""
-    from facekit.data import DatasetIndex, make_dataset
+    from facekit.data import make_dataset
+    from facekit.index import DatasetIndex
     from facekit.verification import evaluate_embeddings
 
     index = DatasetIndex(np.asarray(vset.images), np.zeros(len(vset.images), np.int32), [])

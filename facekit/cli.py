@@ -38,6 +38,18 @@ class Pooling(str, Enum):
     flatten = "flatten"
 
 
+class SplitBy(str, Enum):
+    images = "images"
+    identities = "identities"
+
+
+class AugmentLevel(str, Enum):
+    none = "none"
+    flip = "flip"
+    light = "light"
+    strong = "strong"
+
+
 class Optimizer(str, Enum):
     adamax = "adamax"
     adam = "adam"
@@ -128,7 +140,27 @@ def train(
         = _DEFAULTS.seed,
     output: Annotated[Optional[Path], typer.Option(
         help="Run folder. Default: runs/<timestamp>.")] = None,
-    flip: Annotated[bool, typer.Option(help="Random horizontal flips while training.")] = True,
+    split_by: Annotated[SplitBy, typer.Option(
+        help="Hold out images of every identity (closed-set classification) or whole "
+             "identities (open-set: verification on the held-out people, logged as "
+             "eval/val).")] = SplitBy.images,
+    augment: Annotated[AugmentLevel, typer.Option(
+        help="Augmentation level: none, flip, light (flip, brightness/contrast 0.1, crop "
+             "0.9) or strong (also saturation 0.2, crop 0.8, grayscale 0.1). Runs on the "
+             "accelerator, never on validation data.")] = AugmentLevel.flip,
+    flip: Annotated[Optional[bool], typer.Option(
+        help="Random horizontal flips (overrides --augment).")] = None,
+    brightness: Annotated[Optional[float], typer.Option(
+        help="Random brightness change, as a fraction (overrides --augment).")] = None,
+    contrast: Annotated[Optional[float], typer.Option(
+        help="Random contrast change, as a fraction (overrides --augment).")] = None,
+    saturation: Annotated[Optional[float], typer.Option(
+        help="Random saturation change, as a fraction (overrides --augment).")] = None,
+    crop_scale: Annotated[Optional[float], typer.Option(
+        help="Random crop-and-resize keeping at least this fraction of the side "
+             "(overrides --augment).")] = None,
+    grayscale: Annotated[Optional[float], typer.Option(
+        help="Probability of turning an image gray (overrides --augment).")] = None,
     eval_pairs: Annotated[list[Path], typer.Option(
         "--eval-pairs", help="Verification pairs file (LFW pairs.txt format) to run after "
                              "each epoch; repeatable, one per --eval-data.")] = [],
@@ -153,7 +185,9 @@ def train(
         image_size=image_size, embedding_size=embedding_size, dropout=dropout,
         pooling=pooling.value, batch_size=batch_size, epochs=epochs,
         steps_per_epoch=steps_per_epoch, val_split=val_split, optimizer=optimizer.value,
-        lr=lr, seed=seed, output=str(output) if output else None, augment_flip=flip,
+        lr=lr, seed=seed, output=str(output) if output else None, split_by=split_by.value,
+        augment=augment.value, flip=flip, brightness=brightness, contrast=contrast,
+        saturation=saturation, crop_scale=crop_scale, grayscale=grayscale,
         bn_recalibration_batches=bn_recalibration, eval_pairs=[str(p) for p in eval_pairs],
         eval_data=[str(d) for d in eval_data], eval_bins=[str(b) for b in eval_bin],
         best_by=best_by)
@@ -244,11 +278,11 @@ def embed(
     _quiet_tensorflow()
     import pandas as pd
 
-    from facekit.data import scan_folder
+    from facekit.index import load_index
     from facekit.embedding import embed_paths, load_embedding_model
     from facekit.verification import l2_normalize
 
-    index = scan_folder(data)
+    index = load_index(data)
     embedding_model = load_embedding_model(model)
     vectors = embed_paths(embedding_model, index.paths, batch_size=batch_size, flip=flip,
                           progress=True)
@@ -310,6 +344,44 @@ def prepare(
                f"{destination}; skipped {len(report.skipped)}.")
     for path, reason in report.skipped:
         typer.echo(f"  skipped {path}: {reason}")
+
+
+@app.command()
+def index(
+    data: Annotated[Path, typer.Argument(help="Folder of identity sub-folders.")],
+    verify: Annotated[bool, typer.Option(
+        help="Decode every image as training will, to find corrupt files.")] = True,
+    rebuild: Annotated[bool, typer.Option(help="Ignore a cached index.")] = False,
+):
+    """Build (or load) the cached index of a data folder and summarize it."""
+    if verify:
+        _quiet_tensorflow()
+    from facekit.index import load_index
+
+    dataset_index = load_index(data, use_cache=not rebuild, verify=verify)
+    typer.echo(dataset_index.summary(listed=50))
+
+
+@app.command()
+def pack(
+    data: Annotated[Path, typer.Argument(help="Folder of identity sub-folders.")],
+    out: Annotated[Path, typer.Argument(help="Folder for the TFRecord shards.")],
+    images_per_shard: Annotated[int, typer.Option(help="Images in each shard.")] = 5000,
+    image_size: Annotated[int, typer.Option(help="Images are stored at this size.")] = 112,
+    seed: Annotated[int, typer.Option(help="Seed of the shuffled record order.")] = 0,
+):
+    """Pack a data folder into TFRecord shards (train with --data OUT)."""
+    if images_per_shard < 1:
+        raise FacekitError(f"--images-per-shard must be at least 1, got {images_per_shard}.")
+    _quiet_tensorflow()
+    from facekit.index import load_index
+    from facekit.shards import pack as pack_shards
+
+    dataset_index = load_index(data)
+    meta = pack_shards(dataset_index, out, images_per_shard=images_per_shard,
+                       image_size=image_size, seed=seed)
+    typer.echo(f"\nPacked {meta['images']} images of {len(meta['classes'])} identities into "
+               f"{len(meta['shards'])} shard(s) in {out}")
 
 
 @app.command("demo-data")

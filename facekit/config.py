@@ -33,7 +33,14 @@ class TrainConfig:
     lr: float | None = None
     seed: int = 0
     output: str | None = None
-    augment_flip: bool = True
+    split_by: str = "images"  # or "identities" (open-set: verification on held-out people)
+    augment: str = "flip"  # none | flip | light | strong
+    flip: bool | None = None  # individual switches override the level
+    brightness: float | None = None
+    contrast: float | None = None
+    saturation: float | None = None
+    crop_scale: float | None = None
+    grayscale: float | None = None
     bn_recalibration_batches: int = 20  # precise BN at each epoch end; 0 turns it off
     eval_pairs: list = field(default_factory=list)  # pairs files, one per --eval-data folder
     eval_data: list = field(default_factory=list)
@@ -55,6 +62,8 @@ class TrainConfig:
             (self.image_size >= 32, f"--image-size must be at least 32, got {self.image_size}."),
             (self.pooling in ("gap", "flatten"),
              f"--pooling must be gap or flatten, got '{self.pooling}'."),
+            (self.split_by in ("images", "identities"),
+             f"--split-by must be images or identities, got '{self.split_by}'."),
             (self.optimizer in OPTIMIZERS,
              f"Unknown optimizer '{self.optimizer}'; choose one of: {', '.join(OPTIMIZERS)}."),
             (self.lr is None or self.lr > 0, f"--lr must be positive, got {self.lr}."),
@@ -67,6 +76,13 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise FacekitError(message)
+
+    def augmentation(self):
+        from facekit.augment import resolve_augmentation
+
+        return resolve_augmentation(
+            self.augment, flip=self.flip, brightness=self.brightness, contrast=self.contrast,
+            saturation=self.saturation, crop_scale=self.crop_scale, grayscale=self.grayscale)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -1,58 +1,17 @@
-"""Identity folders to tf.data: scan, split, decode, batch, augment.
+"""The input pipeline: split an index and feed it through tf.data.
 
-Images stay uint8 through the pipeline (a quarter of float32's bytes); the
-model's own preprocessing layer rescales them on the accelerator.  Flipping
-runs on whole batches, not per image.
+The CPU only reads and decodes: images stay uint8 (a quarter of float32's
+bytes), and rescaling and augmentation are layers of the training model that
+run on the accelerator on whole batches (see facekit.augment).
 """
 
 from __future__ import annotations
-
-import os
-from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from facekit.errors import FacekitError
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
-
-
-@dataclass
-class DatasetIndex:
-    """Every image of a folder with its class id; ``classes[id]`` is the folder name."""
-
-    paths: np.ndarray  # str
-    labels: np.ndarray  # int32
-    classes: list[str]
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def subset(self, mask: np.ndarray) -> "DatasetIndex":
-        return DatasetIndex(self.paths[mask], self.labels[mask], self.classes)
-
-
-def scan_folder(root: str | Path) -> DatasetIndex:
-    """Index ``root/<identity>/<image>``; identities in sorted order get ids 0..n-1."""
-    root = Path(root)
-    if not root.is_dir():
-        raise FacekitError(f"The data folder '{root}' does not exist; pass --data with a "
-                           "folder of identity sub-folders (or omit it to use the demo data).")
-    classes = sorted(entry.name for entry in os.scandir(root)
-                     if entry.is_dir() and not entry.name.startswith("."))
-    paths, labels = [], []
-    for class_id, name in enumerate(classes):
-        for entry in sorted(os.scandir(root / name), key=lambda e: e.name):
-            if entry.is_file() and entry.name.lower().endswith(IMAGE_EXTENSIONS):
-                paths.append(entry.path)
-                labels.append(class_id)
-    if not paths:
-        raise FacekitError(f"The data folder '{root}' holds no images in identity "
-                           "sub-folders; expected DATA/<identity>/<image>.jpg.")
-    return DatasetIndex(np.array(paths), np.array(labels, dtype=np.int32), classes)
-
+from facekit.index import DatasetIndex
 
 def split_index(index: DatasetIndex, val_split: float, seed: int
                 ) -> tuple[DatasetIndex, DatasetIndex | None]:
@@ -71,12 +30,41 @@ def split_index(index: DatasetIndex, val_split: float, seed: int
     return index.subset(~is_val), index.subset(is_val)
 
 
+def split_identities(index: DatasetIndex, val_split: float, seed: int
+                     ) -> tuple[DatasetIndex, DatasetIndex | None]:
+    """Hold out ``val_split`` of the identities with all their images (open-set).
+
+    Both parts get their own class ids 0..n-1; the held-out identities are for
+    verification, which never needs their ids.
+    """
+    if val_split <= 0:
+        return index, None
+    classes = len(index.classes)
+    held = max(2, int(round(classes * val_split)))
+    if classes - held < 2:
+        raise FacekitError(f"--split-by identities needs at least 4 identities for a "
+                           f"{val_split} split; the data has {classes}.")
+    chosen = np.zeros(classes, dtype=bool)
+    chosen[np.random.default_rng(seed).permutation(classes)[:held]] = True
+    if index.counts()[chosen].max() < 2:
+        raise FacekitError("The held-out identities have one image each, so no same-identity "
+                           "pair can be drawn; use --split-by images or more data.")
+    return _only_classes(index, ~chosen), _only_classes(index, chosen)
+
+
+def _only_classes(index: DatasetIndex, keep: np.ndarray) -> DatasetIndex:
+    remap = np.cumsum(keep) - 1
+    mask = keep[index.labels]
+    return DatasetIndex(index.paths[mask], remap[index.labels[mask]].astype(np.int32),
+                        [name for name, k in zip(index.classes, keep) if k])
+
+
 def make_dataset(index: DatasetIndex, *, image_size: int, batch_size: int, training: bool,
-                 seed: int = 0, flip: bool = True, skip_unreadable: bool = True):
+                 seed: int = 0, skip_unreadable: bool = True):
     """A batched, prefetched dataset of (uint8 images, int32 labels).
 
-    Training data is shuffled each epoch, repeated, batched with a fixed batch
-    size and randomly flipped; evaluation data is read once, in order.  With
+    Training data is shuffled each epoch, repeated and batched with a fixed
+    batch size; evaluation data is read once, in order.  With
     ``skip_unreadable`` a file that fails to decode is dropped, not fatal;
     embedding needs every image, so it turns that off.
     """
@@ -87,12 +75,10 @@ def make_dataset(index: DatasetIndex, *, image_size: int, batch_size: int, train
         dataset = dataset.shuffle(len(index), seed=seed, reshuffle_each_iteration=True).repeat()
     dataset = dataset.map(lambda path, label: (load_image(path, image_size), label),
                           num_parallel_calls=tf.data.AUTOTUNE, deterministic=not training)
-    if skip_unreadable:
-        dataset = dataset.ignore_errors()
+    if skip_unreadable:  # a file broken since indexing is logged and skipped, not fatal
+        dataset = dataset.ignore_errors(log_warning=True)
     dataset = dataset.batch(batch_size, drop_remainder=training,
                             num_parallel_calls=tf.data.AUTOTUNE)
-    if training and flip:
-        dataset = dataset.map(random_flip_batch, num_parallel_calls=tf.data.AUTOTUNE)
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
@@ -115,11 +101,3 @@ def decode_image(contents, image_size: int):
         lambda: tf.cast(tf.clip_by_value(
             tf.round(tf.image.resize(image, size, antialias=True)), 0, 255), tf.uint8))
     return tf.ensure_shape(image, (image_size, image_size, 3))
-
-
-def random_flip_batch(images, labels):
-    """Mirror a random half of the batch left-right (one op for the whole batch)."""
-    import tensorflow as tf
-
-    flip = tf.random.uniform([tf.shape(images)[0], 1, 1, 1]) < 0.5
-    return tf.where(flip, tf.reverse(images, axis=[2]), images), labels

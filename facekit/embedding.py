@@ -57,7 +57,8 @@ def embed_dataset(model, images, *, flip: bool = True, count: int | None = None,
 def embed_paths(model, paths, *, batch_size: int = 64, flip: bool = True,
                 progress: bool = False) -> np.ndarray:
     """Embeddings of image files, in the order given."""
-    from facekit.data import DatasetIndex, make_dataset
+    from facekit.data import make_dataset
+    from facekit.index import DatasetIndex
 
     index = DatasetIndex(np.asarray(paths), np.zeros(len(paths), np.int32), [])
     dataset = make_dataset(index, image_size=model_image_size(model), batch_size=batch_size,

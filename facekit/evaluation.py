@@ -34,12 +34,30 @@ class VerificationSet:
                    pair_list.folds)
 
     @classmethod
+    def from_index(cls, index, count: int, folds: int, seed: int, name: str
+                   ) -> "VerificationSet":
+        """Pairs drawn from an index in memory (the held-out identities of a run)."""
+        from facekit.pairs import draw_pairs
+
+        pair_list = draw_pairs(index, count, folds, seed)
+        starts = np.concatenate([[0], np.cumsum(index.counts())])
+        order = np.argsort(index.labels, kind="stable")  # images grouped by identity
+        position = {c: i for i, c in enumerate(index.classes)}
+
+        def locate(identity, number):
+            return order[starts[position[identity]] + number - 1]
+
+        first = np.array([locate(a, i) for a, i, _, _ in pair_list.pairs])
+        second = np.array([locate(b, j) for _, _, b, j in pair_list.pairs])
+        return cls(name, list(index.paths), first, second, pair_list.issame, folds)
+
+    @classmethod
     def auto(cls, data_dir, count: int, folds: int, seed: int, pairs_out) -> "VerificationSet":
         """Draw pairs from an identity folder and write them, so the result can be reproduced."""
-        from facekit.data import scan_folder
+        from facekit.index import load_index
         from facekit.pairs import draw_pairs, write_pairs
 
-        write_pairs(pairs_out, draw_pairs(scan_folder(data_dir), count, folds, seed))
+        write_pairs(pairs_out, draw_pairs(load_index(data_dir), count, folds, seed))
         return cls.from_pairs(data_dir, pairs_out, name=Path(data_dir).name)
 
     @classmethod

@@ -21,6 +21,7 @@ from facekit.registry import Registry, get_registry
 
 EMBEDDING_LAYER = "embedding"
 BACKBONE_LAYER = "backbone"
+BASIC_MODEL = "basic_model"
 
 
 class FaceModels(NamedTuple):
@@ -42,9 +43,14 @@ def float32_layers():
 def build_model(num_classes: int, backbone: str = "mobilenetv2", head: str = "normdense", *,
                 image_size: int = 112, embedding_size: int = 512, dropout: float = 0.1,
                 pooling: str = "gap", backbone_options: dict | None = None,
-                head_options: dict | None = None,
+                head_options: dict | None = None, augmentation=None, seed: int = 0,
                 registry: Registry | None = None) -> FaceModels:
-    """Build the basic (embedding) model and the training model sharing its layers."""
+    """Build the basic (embedding) model and the training model around it.
+
+    The training model is image -> augmentation layers -> basic model -> head;
+    the augmentation layers (see facekit.augment) act only while training.
+    """
+    from facekit.augment import augmentation_layers
     from facekit.options import parse_options
 
     registry = registry or get_registry()
@@ -65,24 +71,33 @@ def build_model(num_classes: int, backbone: str = "mobilenetv2", head: str = "no
     features = keras.layers.Dropout(dropout, name="dropout")(features)
     with float32_layers():
         embedding = keras.layers.Dense(embedding_size, name=EMBEDDING_LAYER)(features)
+    basic_model = keras.Model(inputs, embedding, name=BASIC_MODEL)
+
+    images = keras.Input(shape=input_shape, name="image")
+    augmented = images
+    for layer in augmentation_layers(augmentation, seed) if augmentation else []:
+        augmented = layer(augmented)
+    with float32_layers():
         head_layer = head_component.build(
             num_classes, **parse_options(head_component, head_options))
-        outputs = head_layer(embedding)
-    basic_model = keras.Model(inputs, embedding, name="basic_model")
-    model = keras.Model(inputs, outputs, name="face_model")
+        outputs = head_layer(basic_model(augmented))
+    model = keras.Model(images, outputs, name="face_model")
     return FaceModels(basic_model, model)
 
 
 def embedding_model(model: keras.Model) -> keras.Model:
-    """The basic model: ``model`` itself, or the part of a training model up to ``embedding``."""
-    try:
-        layer = model.get_layer(EMBEDDING_LAYER)
-    except ValueError:
-        raise FacekitError(f"The model '{model.name}' has no '{EMBEDDING_LAYER}' layer; "
-                           "pass a model built by facekit.") from None
-    if model.outputs[0] is layer.output:
+    """The basic model: ``model`` itself, the one inside a training model, or the part
+    of a flat model up to its ``embedding`` layer."""
+    if model.name == BASIC_MODEL:
         return model
-    return keras.Model(model.inputs, layer.output, name="basic_model")
+    names = [layer.name for layer in model.layers]
+    if BASIC_MODEL in names:
+        return model.get_layer(BASIC_MODEL)
+    if EMBEDDING_LAYER in names:
+        return keras.Model(model.inputs, model.get_layer(EMBEDDING_LAYER).output,
+                           name=BASIC_MODEL)
+    raise FacekitError(f"The model '{model.name}' has no '{EMBEDDING_LAYER}' layer; "
+                       "pass a model built by facekit.")
 
 
 def load_model(path: str | Path, compile: bool = False) -> keras.Model:

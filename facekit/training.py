@@ -8,6 +8,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from facekit.config import TrainConfig
 from facekit.errors import FacekitError
 from facekit.options import parse_options
@@ -63,23 +65,111 @@ def train(config: TrainConfig | None = None, **options) -> TrainResult:
     config = dataclasses.replace(config or TrainConfig(), **options)
     registry = get_registry()
     plan = check_config(config, registry)
+    config.augmentation()  # checks the augmentation options
     config = dataclasses.replace(  # the resolved, typed options are what the run records
         config, backbone_options=plan.backbone_options, head_options=plan.head_options,
         loss_options=plan.loss_options)
 
-    from facekit.data import scan_folder, split_index
     from facekit.demo_data import demo_dataset_dir
 
     data_dir = Path(config.data) if config.data else demo_dataset_dir()
-    index = scan_folder(data_dir)
-    train_index, val_index = split_index(index, config.val_split, config.seed)
-    eval_sets = load_eval_sets(config)
-    monitor = best_model_monitor(config, val_index is not None, eval_sets)
+    data = plan_data(config, data_dir)
+    eval_sets = load_eval_sets(config) + data.eval_sets
+    monitor = best_model_monitor(config, data.val_images > 0, eval_sets)
     run_dir = _make_run_dir(config.output)
-    _write_json(run_dir / "classes.json", index.classes)
+    _write_json(run_dir / "classes.json", data.classes)
     _write_json(run_dir / "config.json", {**config.to_dict(), "data": str(data_dir)})
-    return _fit(config, plan, train_index, val_index, len(index.classes), run_dir,
-                eval_sets, monitor)
+    if data.skipped:
+        _write_skipped(run_dir / "skipped_files.csv", data.skipped)
+    if config.verbose:
+        print(data.summary + (f"\n(listed in {run_dir / 'skipped_files.csv'})"
+                              if data.skipped else ""))
+    return _fit(config, plan, data, run_dir, eval_sets, monitor)
+
+
+@dataclass
+class DataPlan:
+    """Where training and validation images come from, decided before TensorFlow loads."""
+
+    classes: list[str]
+    train_images: int
+    val_images: int
+    summary: str
+    skipped: list = dataclasses.field(default_factory=list)
+    eval_sets: list = dataclasses.field(default_factory=list)
+    train_index: object = None  # folder data
+    val_index: object = None
+    shards: Path | None = None  # packed data
+    val_permille: int = 0
+
+    def datasets(self, image_size: int, batch_size: int, seed: int):
+        """(training dataset, validation dataset or None)."""
+        from facekit.data import make_dataset
+        from facekit.shards import shard_dataset
+
+        if self.shards is None:
+            train = make_dataset(self.train_index, image_size=image_size,
+                                 batch_size=batch_size, training=True, seed=seed)
+            val = None if self.val_index is None else make_dataset(
+                self.val_index, image_size=image_size, batch_size=batch_size, training=False)
+            return train, val
+        permille = self.val_permille
+        train = shard_dataset(self.shards, image_size=image_size, batch_size=batch_size,
+                              training=True, seed=seed,
+                              keep=lambda i, _: _record_bucket(i) >= permille)
+        val = None if not permille else shard_dataset(
+            self.shards, image_size=image_size, batch_size=batch_size, training=False,
+            keep=lambda i, _: _record_bucket(i) < permille)
+        return train, val
+
+
+def _record_bucket(record_id):
+    """A fixed pseudo-random bucket 0..999 per record: the validation split of shards."""
+    return (record_id * 2654435761) % 1000
+
+
+def plan_data(config: TrainConfig, data_dir: Path) -> DataPlan:
+    """Index (or read the shard metadata), split, and summarize the training data."""
+    from facekit.shards import is_packed, read_meta
+
+    if is_packed(data_dir):
+        if config.split_by == "identities":
+            raise FacekitError("--split-by identities is not available for packed shards; "
+                               "use --split-by images, or evaluate held-out people with "
+                               "--eval-pairs/--eval-bin.")
+        meta = read_meta(data_dir)
+        permille = int(round(config.val_split * 1000))
+        val = int(np.sum(_record_bucket(np.arange(meta["images"], dtype=np.int64)) < permille))
+        return DataPlan(meta["classes"], meta["images"] - val, val,
+                        f"{meta['images']} packed images of {len(meta['classes'])} identities "
+                        f"in {len(meta['shards'])} shard(s)", shards=data_dir,
+                        val_permille=permille)
+    from facekit.data import split_identities, split_index
+    from facekit.evaluation import VerificationSet
+    from facekit.index import load_index
+
+    index = load_index(data_dir)
+    summary = index.summary()
+    if config.split_by == "identities":
+        train, held_out = split_identities(index, config.val_split, config.seed)
+        eval_sets = [] if held_out is None else [VerificationSet.from_index(
+            held_out, 10 * max(1, min(50, len(held_out) // 10)), 5, config.seed, "val")]
+        return DataPlan(train.classes, len(train), 0, summary, index.skipped, eval_sets,
+                        train_index=train)
+    train, val = split_index(index, config.val_split, config.seed)
+    singles = int((index.counts() == 1).sum())
+    if val is not None and singles:
+        summary += (f"\n{singles} identities have a single image: they are trained on but "
+                    "have none held out for validation")
+    return DataPlan(index.classes, len(train), 0 if val is None else len(val), summary,
+                    index.skipped, train_index=train, val_index=val)
+
+
+def _write_skipped(path: Path, skipped) -> None:
+    import csv
+
+    with open(path, "w", newline="") as f:
+        csv.writer(f).writerows([("path", "reason"), *skipped])
 
 
 def load_eval_sets(config: TrainConfig) -> list:
@@ -99,7 +189,9 @@ def load_eval_sets(config: TrainConfig) -> list:
 def best_model_monitor(config: TrainConfig, has_validation: bool, eval_sets) -> str | None:
     """The logged figure that picks basic_model.keras, checked against what will be logged."""
     if config.best_by is None:
-        return "val_accuracy" if has_validation else None
+        if has_validation:
+            return "val_accuracy"
+        return "eval/val" if any(s.name == "val" for s in eval_sets) else None
     logged = ["loss", "accuracy"] + (["val_loss", "val_accuracy"] if has_validation else [])
     logged += [f"eval/{s.name}" for s in eval_sets]
     if config.best_by not in logged:
@@ -108,8 +200,7 @@ def best_model_monitor(config: TrainConfig, has_validation: bool, eval_sets) -> 
     return config.best_by
 
 
-def _fit(config, plan, train_index, val_index, num_classes, run_dir, eval_sets,
-         monitor) -> TrainResult:
+def _fit(config, plan, data: DataPlan, run_dir, eval_sets, monitor) -> TrainResult:
     from facekit.device import setup_devices
 
     setup_devices()  # before any other TensorFlow work touches a GPU
@@ -117,24 +208,21 @@ def _fit(config, plan, train_index, val_index, num_classes, run_dir, eval_sets,
 
     from facekit.batchnorm import BatchNormRecalibration
     from facekit.callbacks import BestModelCheckpoint, VerificationCallback
-    from facekit.data import make_dataset
     from facekit.model import build_model
 
     keras.utils.set_random_seed(config.seed)
     basic_model, model = build_model(
-        num_classes, config.backbone, config.head, image_size=config.image_size,
+        len(data.classes), config.backbone, config.head, image_size=config.image_size,
         embedding_size=config.embedding_size, dropout=config.dropout, pooling=config.pooling,
-        backbone_options=plan.backbone_options, head_options=plan.head_options)
+        backbone_options=plan.backbone_options, head_options=plan.head_options,
+        augmentation=config.augmentation(), seed=config.seed)
     model.compile(optimizer=make_optimizer(config.optimizer, config.lr),
                   loss=plan.loss_factory.build(**plan.loss_options),
                   metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
-    batch_size = min(config.batch_size, len(train_index))
-    steps = config.steps_per_epoch or max(1, len(train_index) // batch_size)
-    train_data = make_dataset(train_index, image_size=config.image_size, batch_size=batch_size,
-                              training=True, seed=config.seed, flip=config.augment_flip)
-    val_data = None if val_index is None else make_dataset(
-        val_index, image_size=config.image_size, batch_size=batch_size, training=False)
-    val_steps = None if val_index is None else -(-len(val_index) // batch_size)
+    batch_size = min(config.batch_size, data.train_images)
+    steps = config.steps_per_epoch or max(1, data.train_images // batch_size)
+    train_data, val_data = data.datasets(config.image_size, batch_size, config.seed)
+    val_steps = -(-data.val_images // batch_size) if val_data is not None else None
     # Order matters: statistics are recalibrated before verification, and every
     # figure is in the logs before the checkpoint and the CSV read them.
     callbacks = []

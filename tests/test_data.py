@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from facekit.data import make_dataset, scan_folder, split_index
+from facekit.data import make_dataset, split_index
+from facekit.index import scan_folder
 from facekit.errors import FacekitError
 
 
@@ -60,16 +61,31 @@ def test_pipeline_decodes_any_format_to_uint8_rgb(tmp_path):
     assert sorted(labels.numpy().tolist()) == [0, 0, 1, 1]
 
 
-def test_training_pipeline_repeats_flips_and_skips_unreadable_files(tmp_path):
+def test_training_pipeline_repeats_and_skips_files_broken_after_indexing(tmp_path):
+    (tmp_path / "a").mkdir()
     for i in range(6):
-        image = np.zeros((32, 32, 3), np.uint8)
-        image[:, :16] = 255  # left half white: a flip moves it to the right
-        (tmp_path / "a").mkdir(exist_ok=True)
-        Image.fromarray(image).save(tmp_path / "a" / f"{i}.png")
-    (tmp_path / "a" / "broken.jpg").write_bytes(b"not really a jpeg")
+        Image.new("RGB", (32, 32), (i, 0, 0)).save(tmp_path / "a" / f"{i}.png")
     index = scan_folder(tmp_path)
+    (tmp_path / "a" / "3.png").write_bytes(b"")  # broken mid-run: logged and skipped
     dataset = make_dataset(index, image_size=32, batch_size=4, training=True, seed=0)
     batches = [images.numpy() for images, _ in dataset.take(10)]
-    assert all(b.shape == (4, 32, 32, 3) for b in batches)
-    left_white = np.concatenate([b[:, 0, 0, 0] == 255 for b in batches])
-    assert 0.2 < left_white.mean() < 0.8  # about half of the images were flipped
+    assert all(b.shape == (4, 32, 32, 3) and b.dtype == np.uint8 for b in batches)
+    reds = {int(v) for b in batches for v in b[:, 0, 0, 0]}
+    assert reds == {0, 1, 2, 4, 5}
+
+
+def test_split_by_identities_holds_out_whole_people(tmp_path):
+    from facekit.data import split_identities
+
+    for name in "abcdefghij":
+        for i in range(3):
+            write_image(tmp_path / name / f"{i}.png", fmt="PNG")
+    index = scan_folder(tmp_path)
+    train, held = split_identities(index, 0.2, seed=1)
+    assert len(held.classes) == 2 and len(train.classes) == 8
+    assert not set(train.classes) & set(held.classes)
+    assert sorted(set(train.labels.tolist())) == list(range(8))
+    assert len(held) == 6
+    assert split_identities(index, 0.2, seed=1)[1].classes == held.classes
+    with pytest.raises(FacekitError, match="needs at least 4 identities"):
+        split_identities(scan_folder(str(tmp_path / "[abc]" / "*.png")), 0.5, seed=0)

@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 import facekit
-from facekit.data import make_dataset, scan_folder
+from facekit.data import make_dataset
+from facekit.index import scan_folder
 from facekit.evaluation import VerificationSet, evaluate_set
 from tests.conftest import TINY_TRAIN, run_facekit
 

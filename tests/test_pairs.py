@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from facekit.data import scan_folder
+from facekit.index import scan_folder
 from facekit.errors import FacekitError
 from facekit.evaluation import VerificationSet
 from facekit.pairs import PairList, draw_pairs, read_pairs, resolve_images, write_pairs

@@ -40,7 +40,8 @@ def test_embeddings_separate_identities_in_inference_mode(tmp_path, tmp_path_fac
     embeddings of every image collapse to one point.  After a short softmax run
     of a built-in backbone with default settings, inference-mode embeddings of
     one identity must be closer than those of different identities."""
-    from facekit.data import make_dataset, scan_folder
+    from facekit.data import make_dataset
+    from facekit.index import scan_folder
     from facekit.demo_data import write_demo_dataset
 
     faces = write_demo_dataset(tmp_path_factory.mktemp("faces64"), identities=4,
@@ -92,10 +93,12 @@ def test_cli_train_end_to_end(tmp_path, tiny_faces):
                          "--backbone-opt", "alpha=0.35", "--head", "normdense", "--loss",
                          "arcface", "--loss-opt", "scale=16", "--image-size", "32",
                          "--batch-size", "8", "--epochs", "1", "--steps-per-epoch", "2",
+                         "--augment", "light", "--no-flip",
                          "--embedding-size", "16", "--output", str(tmp_path / "run"))
     assert result.returncode == 0, result.stderr[-3000:]
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["loss_options"] == {"scale": 16.0}
+    assert (config["augment"], config["flip"]) == ("light", False)
     assert (tmp_path / "run" / "basic_model.keras").is_file()
 
 
@@ -130,3 +133,18 @@ def test_demo_data_command_and_cache(tmp_path):
     stamp = (first / "person_000" / "0000.jpg").stat().st_mtime_ns
     assert demo_dataset_dir(identities=2, images_per_identity=2, size=40) == first
     assert (first / "person_000" / "0000.jpg").stat().st_mtime_ns == stamp  # reused
+
+
+def test_split_by_identities_verifies_held_out_people(tmp_path, tinynet_plugin,
+                                                      tmp_path_factory):
+    from facekit.demo_data import write_demo_dataset
+
+    faces = write_demo_dataset(tmp_path_factory.mktemp("people") / "faces", identities=10,
+                               images_per_identity=6, size=32, seed=3)
+    result = facekit.train(data=str(faces), output=str(tmp_path / "run"), head="softmax",
+                           loss="softmax", split_by="identities", val_split=0.2,
+                           augment="strong", **{**TINY_TRAIN, "epochs": 2})
+    classes = json.loads((result.run_dir / "classes.json").read_text())
+    assert len(classes) == 8  # two identities held out entirely
+    assert len(result.history["eval/val"]) == 2 and "val_loss" not in result.history
+    assert (result.run_dir / "basic_model.keras").is_file()

@@ -1,0 +1,130 @@
+"""Packed datasets: TFRecord shards of encoded JPEG bytes with integer labels.
+
+The role MXNet ``.rec`` files play for insightface: a few large sequential
+files instead of millions of small ones.  Records are written in a shuffled
+order, each shard read with parallel interleave; each worker of a
+multi-worker run reads its own subset of shards.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from facekit.errors import FacekitError
+from facekit.index import DatasetIndex
+
+META_FILE = "facekit-shards.json"
+
+
+def is_packed(path) -> bool:
+    return (Path(path) / META_FILE).is_file()
+
+
+def read_meta(path) -> dict:
+    return json.loads((Path(path) / META_FILE).read_text())
+
+
+def pack(index: DatasetIndex, out, *, images_per_shard: int = 5000, image_size: int = 112,
+         seed: int = 0, progress: bool = True) -> dict:
+    """Write ``index`` as shards; JPEGs of the right size are stored as they are."""
+    import tensorflow as tf
+
+    out = Path(out)
+    if is_packed(out):
+        raise FacekitError(f"'{out}' already holds packed shards; choose another folder.")
+    out.mkdir(parents=True, exist_ok=True)
+    order = np.random.default_rng(seed).permutation(len(index))
+    shards = max(1, math.ceil(len(index) / images_per_shard))
+    bar = tf.keras.utils.Progbar(len(index), unit_name="image") if progress else None
+    files = []
+    for shard, chunk in enumerate(np.array_split(order, shards)):
+        name = f"shard-{shard:05d}-of-{shards:05d}.tfrecord"
+        with tf.io.TFRecordWriter(str(out / name)) as writer:
+            for position in chunk:
+                example = tf.train.Example(features=tf.train.Features(feature={
+                    "image": _bytes(_encoded_jpeg(index.paths[position], image_size)),
+                    "label": _int(int(index.labels[position])),
+                    "id": _int(int(position)),
+                }))
+                writer.write(example.SerializeToString())
+            if bar is not None:
+                bar.add(len(chunk))
+        files.append({"file": name, "images": int(len(chunk))})
+    meta = {"format": "facekit-shards", "version": 1, "images": int(len(index)),
+            "image_size": image_size, "classes": index.classes, "shards": files,
+            "counts": index.counts().tolist()}
+    (out / META_FILE).write_text(json.dumps(meta, indent=1))
+    return meta
+
+
+def _encoded_jpeg(path: str, image_size: int) -> bytes:
+    import tensorflow as tf
+
+    data = Path(path).read_bytes()
+    if data[:2] == b"\xff\xd8":
+        shape = tf.image.extract_jpeg_shape(data).numpy()
+        if tuple(shape[:2]) == (image_size, image_size) and shape[2] == 3:
+            return data
+    from facekit.data import decode_image
+
+    return tf.io.encode_jpeg(decode_image(data, image_size), quality=95).numpy()
+
+
+def _bytes(value: bytes):
+    import tensorflow as tf
+
+    return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
+
+
+def _int(value: int):
+    import tensorflow as tf
+
+    return tf.train.Feature(int64_list=tf.train.Int64List(value=[value]))
+
+
+def shard_dataset(path, *, image_size: int, batch_size: int, training: bool, seed: int = 0,
+                  keep=None, num_workers: int = 1, worker_index: int = 0,
+                  shuffle_buffer: int = 10_000):
+    """(uint8 images, int32 labels) batches from packed shards.
+
+    ``keep(image_id, label)`` selects records (a validation split); with
+    several workers each reads shards ``worker_index::num_workers``.
+    """
+    import tensorflow as tf
+
+    from facekit.data import decode_image
+
+    meta = read_meta(path)
+    files = [str(Path(path) / shard["file"]) for shard in meta["shards"]]
+    if num_workers > 1:
+        if len(files) < num_workers:
+            raise FacekitError(f"{len(files)} shard(s) cannot be shared by {num_workers} "
+                               "workers; pack again with a smaller --images-per-shard.")
+        files = files[worker_index::num_workers]
+    dataset = tf.data.Dataset.from_tensor_slices(files)
+    if training:
+        dataset = dataset.shuffle(len(files), seed=seed, reshuffle_each_iteration=True).repeat()
+    dataset = dataset.interleave(tf.data.TFRecordDataset, cycle_length=min(len(files), 8),
+                                 num_parallel_calls=tf.data.AUTOTUNE,
+                                 deterministic=not training)
+    spec = {"image": tf.io.FixedLenFeature([], tf.string),
+            "label": tf.io.FixedLenFeature([], tf.int64),
+            "id": tf.io.FixedLenFeature([], tf.int64)}
+    dataset = dataset.map(lambda record: tf.io.parse_single_example(record, spec),
+                          num_parallel_calls=tf.data.AUTOTUNE, deterministic=not training)
+    if keep is not None:
+        dataset = dataset.filter(lambda example: keep(example["id"], example["label"]))
+    if training:
+        dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    dataset = dataset.map(
+        lambda example: (decode_image(example["image"], image_size),
+                         tf.cast(example["label"], tf.int32)),
+        num_parallel_calls=tf.data.AUTOTUNE, deterministic=not training)
+    dataset = dataset.ignore_errors(log_warning=True)
+    dataset = dataset.batch(batch_size, drop_remainder=training,
+                            num_parallel_calls=tf.data.AUTOTUNE)
+    return dataset.prefetch(tf.data.AUTOTUNE)

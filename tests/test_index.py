@@ -1,0 +1,131 @@
+"""The cached index and every kind of bad input."""
+
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from facekit.errors import FacekitError
+from facekit.index import cache_paths, load_index, scan_folder
+from tests.conftest import TINY_TRAIN, run_facekit
+
+
+def make_folder(root, identities=3, images=4):
+    for n in range(identities):
+        (root / f"id{n}").mkdir(parents=True, exist_ok=True)
+        for i in range(images):
+            Image.new("RGB", (24, 24), (n * 40, i * 30, 0)).save(root / f"id{n}" / f"{i}.jpg")
+    return root
+
+
+def add_bad_files(root):
+    good = (root / "id0" / "0.jpg").read_bytes()
+    (root / "id0" / "truncated.jpg").write_bytes(good[: len(good) // 2])
+    (root / "id1" / "empty.jpg").write_bytes(b"")
+    (root / "id1" / "text.jpg").write_text("this is not a picture")
+    (root / "id2" / "notes.txt").write_text("a note")
+    (root / "id2" / "scan.tiff").write_bytes(b"II*\x00")
+    (root / "nobody").mkdir()
+    return {
+        "truncated.jpg": "corrupt or truncated", "empty.jpg": "empty file (0 bytes)",
+        "text.jpg": "not an image file (unknown content)", "notes.txt": "not an image file",
+        "scan.tiff": "convert the folder with `facekit prepare`",
+        "nobody": "identity folder without images"}
+
+
+def test_bad_files_are_skipped_with_reasons(tmp_path):
+    root = make_folder(tmp_path / "data")
+    expected = add_bad_files(root)
+    index = load_index(root, use_cache=False)
+    assert len(index) == 12 and index.classes == ["id0", "id1", "id2"]
+    reasons = {path.rsplit("/", 1)[-1]: reason for path, reason in index.skipped}
+    assert set(reasons) == set(expected)
+    for name, fragment in expected.items():
+        assert fragment in reasons[name], (name, reasons[name])
+    assert "skipped 6 file(s)" in index.summary()
+
+
+def test_identity_whose_images_are_all_broken_is_dropped(tmp_path):
+    root = make_folder(tmp_path / "data", identities=2, images=2)
+    (root / "zz").mkdir()
+    (root / "zz" / "a.jpg").write_bytes(b"")
+    index = load_index(root, use_cache=False)
+    assert index.classes == ["id0", "id1"]
+    assert ("zz", "identity without readable images: dropped") in index.skipped
+
+
+@pytest.mark.parametrize("setup,message", [
+    (lambda root: None, "does not exist"),
+    (lambda root: root.mkdir(), "holds no identity sub-folders"),
+    (lambda root: (root / "a").mkdir(parents=True), "holds no images"),
+])
+def test_unusable_data_folders_stop_before_training(tmp_path, setup, message):
+    root = tmp_path / "data"
+    setup(root)
+    with pytest.raises(FacekitError, match=message):
+        load_index(root)
+
+
+def test_cache_is_reused_and_rebuilt_when_the_folder_changes(tmp_path):
+    root = make_folder(tmp_path / "data")
+    first = load_index(root)
+    table, meta = cache_paths(root)
+    assert table.exists() and meta.exists()
+    stamp = table.stat().st_mtime_ns
+    again = load_index(root)
+    assert table.stat().st_mtime_ns == stamp  # served from the cache
+    assert list(again.paths) == list(first.paths) and again.classes == first.classes
+    time.sleep(0.01)
+    Image.new("RGB", (24, 24)).save(root / "id1" / "new.jpg")
+    assert len(load_index(root)) == len(first) + 1  # added file
+    time.sleep(0.01)
+    (root / "id2" / "0.jpg").unlink()
+    assert len(load_index(root)) == len(first)  # removed file
+    time.sleep(0.01)
+    (root / "id9").mkdir()
+    Image.new("RGB", (24, 24)).save(root / "id9" / "a.jpg")
+    assert load_index(root).classes[-1] == "id9"  # added identity
+
+
+def test_glob_pattern(tmp_path):
+    root = make_folder(tmp_path / "data")
+    index = scan_folder(str(root / "*" / "[01].jpg"))
+    assert len(index) == 6 and index.classes == ["id0", "id1", "id2"]
+
+
+def test_index_command_summary(tmp_path):
+    root = make_folder(tmp_path / "data", identities=3, images=3)
+    add_bad_files(root)
+    result = run_facekit("index", str(root))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "9 images of 3 identities; images per identity: min 3, median 3, max 3" \
+        in result.stdout
+    assert "skipped 6 file(s)" in result.stdout
+    assert "empty.jpg: empty file" in result.stdout
+    missing = run_facekit("index", str(tmp_path / "nowhere"))
+    assert missing.returncode == 2 and "does not exist" in missing.stderr
+
+
+def test_run_over_bad_files_lists_them(tmp_path, tinynet_plugin):
+    import facekit
+
+    root = make_folder(tmp_path / "data", identities=3, images=6)
+    add_bad_files(root)
+    result = facekit.train(data=str(root), output=str(tmp_path / "run"), head="softmax",
+                           loss="softmax", val_split=0.2, **TINY_TRAIN)
+    skipped = (result.run_dir / "skipped_files.csv").read_text()
+    for name in ("truncated.jpg", "empty.jpg", "text.jpg", "notes.txt", "scan.tiff"):
+        assert name in skipped
+    assert np.isfinite(result.history["loss"][0])
+
+
+def test_single_image_identities_are_reported(tmp_path, tinynet_plugin, capsys):
+    import facekit
+
+    root = make_folder(tmp_path / "data", identities=3, images=5)
+    (root / "solo").mkdir()
+    Image.new("RGB", (24, 24)).save(root / "solo" / "only.jpg")
+    facekit.train(data=str(root), output=str(tmp_path / "run"), head="softmax",
+                  loss="softmax", val_split=0.2, **{**TINY_TRAIN, "verbose": 1})
+    assert "1 identities have a single image" in capsys.readouterr().out

@@ -1,0 +1,64 @@
+"""Packed TFRecord shards: round trip, per-worker sharding, training on them."""
+
+import json
+
+import numpy as np
+import pytest
+
+import facekit
+from facekit.data import make_dataset
+from facekit.errors import FacekitError
+from facekit.index import load_index
+from facekit.shards import pack, read_meta, shard_dataset
+from tests.conftest import TINY_TRAIN, run_facekit
+
+
+@pytest.fixture(scope="module")
+def packed(tmp_path_factory, tiny_faces):
+    out = tmp_path_factory.mktemp("packed") / "shards"
+    pack(load_index(tiny_faces), out, images_per_shard=12, image_size=32, progress=False)
+    return out
+
+
+def test_pack_round_trip_matches_the_folder(packed, tiny_faces):
+    meta = read_meta(packed)
+    assert meta["images"] == 40 and len(meta["shards"]) == 4
+    assert meta["classes"] == [f"person_{i:03d}" for i in range(4)]
+    index = load_index(tiny_faces)
+    [(folder_images, folder_labels)] = list(make_dataset(
+        index, image_size=32, batch_size=64, training=False))
+    [(shard_images, shard_labels)] = list(shard_dataset(
+        packed, image_size=32, batch_size=64, training=False))
+    key = lambda images, labels: sorted(  # noqa: E731
+        (int(label), image.tobytes()) for image, label in zip(images.numpy(), labels.numpy()))
+    assert key(shard_images, shard_labels) == key(folder_images, folder_labels)
+
+
+def test_each_worker_reads_its_own_shards(packed):
+    seen = []
+    for worker in range(2):
+        [(images, _)] = list(shard_dataset(packed, image_size=32, batch_size=64,
+                                           training=False, num_workers=2,
+                                           worker_index=worker))
+        seen.append({image.tobytes() for image in images.numpy()})
+    assert len(seen[0]) + len(seen[1]) == 40 and not seen[0] & seen[1]
+    with pytest.raises(FacekitError, match="4 shard\\(s\\) cannot be shared by 5 workers"):
+        shard_dataset(packed, image_size=32, batch_size=8, training=False, num_workers=5)
+
+
+def test_train_on_shards_with_a_validation_split(packed, tmp_path, tinynet_plugin):
+    result = facekit.train(data=str(packed), output=str(tmp_path / "run"), head="softmax",
+                           loss="softmax", val_split=0.25, **TINY_TRAIN)
+    assert {"val_accuracy", "val_loss"} <= set(result.history)
+    assert json.loads((result.run_dir / "classes.json").read_text())[0] == "person_000"
+    with pytest.raises(FacekitError, match="--split-by identities is not available"):
+        facekit.train(data=str(packed), split_by="identities", output=str(tmp_path / "r2"))
+
+
+def test_pack_command(tmp_path, tiny_faces):
+    result = run_facekit("pack", str(tiny_faces), str(tmp_path / "out"),
+                         "--images-per-shard", "25", "--image-size", "32")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Packed 40 images of 4 identities into 2 shard(s)" in result.stdout
+    again = run_facekit("pack", str(tiny_faces), str(tmp_path / "out"))
+    assert again.returncode == 2 and "already holds packed shards" in again.stderr
