@@ -1,0 +1,155 @@
+"""Input-pipeline throughput: facekit versus ImageDataGenerator and a decode-only ceiling.
+
+On one folder of 112x112 JPEGs (generated demo faces, and optionally the LFW
+subset after `facekit prepare`) it measures images/second after warm-up of
+  (a) facekit's training pipeline (batch 128; flips run in the model),
+  (a') the same with the flip done on the CPU in tf.data, for reference,
+  (b) facekit reading packed TFRecord shards,
+  (c) the design notes' baseline: tf_keras ImageDataGenerator(rescale=1/255,
+      horizontal_flip=True).flow_from_dataframe(...),
+  (d) a decode-only ceiling: parallel tf.io.decode_jpeg of the same files,
+and the time to load a cached index of 1,000,000 entries.
+
+    pip install -e ".[benchmark]" && python benchmarks/data_pipeline.py [--images 3000] [--lfw]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+BATCH = 128
+
+
+def images_per_second(batches, count: int, warmup: int = 5, repeats: int = 3) -> float:
+    """Best images/s of ``repeats`` runs of ``count`` batches, after ``warmup`` batches.
+
+    The best of several runs (as timeit does) filters out the noise of a shared
+    2-core machine; every pipeline is measured the same way.
+    """
+    iterator = iter(batches)
+    for _ in range(warmup):
+        next(iterator)
+    best = 0.0
+    for _ in range(repeats):
+        started = time.perf_counter()
+        images = 0
+        for _ in range(count):
+            images += len(next(iterator)[0])
+        best = max(best, images / (time.perf_counter() - started))
+    return best
+
+
+def run(folder: Path, work: Path, epochs: float) -> None:
+    import pandas as pd
+    import tensorflow as tf
+
+    from facekit.data import make_dataset
+    from facekit.index import load_index
+    from facekit.shards import pack, shard_dataset
+
+    index = load_index(folder)
+    batches = max(10, int(epochs * len(index) / BATCH))
+    print(f"\n{folder}: {len(index)} images of {len(index.classes)} identities; "
+          f"{batches} batches of {BATCH} per measurement")
+
+    folder_pipeline = make_dataset(index, image_size=112, batch_size=BATCH, training=True)
+    a = images_per_second(folder_pipeline, batches)
+
+    def cpu_flip(images, labels):
+        flip = tf.random.uniform([tf.shape(images)[0], 1, 1, 1]) < 0.5
+        return tf.where(flip, tf.reverse(images, axis=[2]), images), labels
+
+    a_cpu = images_per_second(folder_pipeline.map(cpu_flip, num_parallel_calls=tf.data.AUTOTUNE),
+                              batches)
+
+    shards = work / f"shards-{folder.name}"
+    if not shards.exists():
+        pack(index, shards, images_per_shard=1000, progress=False)
+    b = images_per_second(shard_dataset(shards, image_size=112, batch_size=BATCH,
+                                        training=True), batches)
+
+    from tf_keras.preprocessing.image import ImageDataGenerator
+
+    frame = pd.DataFrame({"image_names": index.paths,
+                          "image_classes": [str(label) for label in index.labels]})
+    generator = ImageDataGenerator(rescale=1.0 / 255, horizontal_flip=True).flow_from_dataframe(
+        frame, directory=None, x_col="image_names", y_col="image_classes",
+        class_mode="categorical", target_size=(112, 112), batch_size=BATCH,
+        validate_filenames=False)
+    c = images_per_second(generator, batches)
+
+    ceiling = (tf.data.Dataset.from_tensor_slices(index.paths).repeat()
+               .map(lambda p: tf.io.decode_jpeg(tf.io.read_file(p), channels=3),
+                    num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
+               .batch(BATCH).prefetch(tf.data.AUTOTUNE))
+    d = images_per_second(((x,) for x in ceiling), batches)
+
+    print(f"(a)  facekit folder pipeline          {a:9.0f} images/s")
+    print(f"(a') facekit folder + CPU batch flip   {a_cpu:9.0f} images/s")
+    print(f"(b)  facekit packed shards            {b:9.0f} images/s")
+    print(f"(c)  ImageDataGenerator (baseline)    {c:9.0f} images/s")
+    print(f"(d)  decode-only ceiling              {d:9.0f} images/s")
+    print(f"a/c = {a / c:.2f}   b/c = {b / c:.2f}   a/d = {a / d:.2f}   b/a = {b / a:.2f}   "
+          f"a'/d = {a_cpu / d:.2f}")
+
+
+def index_load_time(work: Path) -> None:
+    from facekit.index import DatasetIndex, _read_table, _write_table
+
+    n = 1_000_000
+    labels = (np.arange(n) // 68).astype(np.int32)
+    paths = np.array([f"/datasets/faces_emore_112x112_folders/{c:05d}/{i % 68}.jpg"
+                      for i, c in enumerate(labels)])
+    classes = [f"{c:05d}" for c in range(labels.max() + 1)]
+    table, meta = work / "index.feather", work / "index.json"
+    _write_table(DatasetIndex(paths, labels, classes), table, meta, "key", True)
+    import json
+
+    started = time.perf_counter()
+    loaded = _read_table(table, json.loads(meta.read_text()))
+    seconds = time.perf_counter() - started
+    assert len(loaded) == n
+    print(f"\ncached index of {n:,} entries ({len(classes):,} identities) loads in "
+          f"{seconds:.3f} s")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=3000, help="Generated images.")
+    parser.add_argument("--epochs", type=float, default=2.0, help="Data passes measured.")
+    parser.add_argument("--lfw", action="store_true",
+                        help="Also measure ../shared/data/lfw_a_subset after prepare.")
+    parser.add_argument("--work", type=Path, default=None)
+    args = parser.parse_args()
+    work = args.work or Path(tempfile.mkdtemp(prefix="facekit-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+
+    from facekit.demo_data import write_demo_dataset
+
+    identities = max(2, args.images // 60)
+    generated = work / "generated"
+    if not generated.exists():
+        write_demo_dataset(generated, identities, args.images // identities, 112, seed=0)
+    run(generated, work, args.epochs)
+    if args.lfw and (SHARED / "lfw_a_subset").is_dir():
+        from facekit.prepare import prepare_dataset
+
+        lfw = work / "lfw112"
+        if not lfw.exists():
+            prepare_dataset(SHARED / "lfw_a_subset", lfw, size=112, crop=150, progress=False)
+        run(lfw, work, args.epochs)
+    index_load_time(work)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
