@@ -25,6 +25,8 @@ app = typer.Typer(
     no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False)
 
 _DEFAULTS = TrainConfig()
+ModelPath = Annotated[Path, typer.Option(
+    help="basic_model.keras, a full model.keras, or a run folder.")]
 
 
 class Kind(str, Enum):
@@ -202,8 +204,7 @@ def train(
 
 @app.command("eval")
 def evaluate(
-    model: Annotated[Path, typer.Option(
-        help="basic_model.keras, a full model.keras, or a run folder.")],
+    model: ModelPath,
     data: Annotated[Optional[Path], typer.Option(
         help="Image folder the pairs refer to (DATA/<name>/<name>_0001.jpg).")] = None,
     pairs: Annotated[Optional[Path], typer.Option(
@@ -263,8 +264,7 @@ def evaluate(
 
 @app.command()
 def embed(
-    model: Annotated[Path, typer.Option(
-        help="basic_model.keras, a full model.keras, or a run folder.")],
+    model: ModelPath,
     data: Annotated[Path, typer.Option(help="Folder of identity sub-folders.")],
     out: Annotated[Path, typer.Option(
         help="Output: FILE.parquet, or FILE.npy (with FILE.csv for paths and identities).")],
@@ -312,8 +312,7 @@ class ExportFormat(str, Enum):
 
 @app.command()
 def export(
-    model: Annotated[Path, typer.Option(
-        help="basic_model.keras, a full model.keras, or a run folder.")],
+    model: ModelPath,
     format: Annotated[ExportFormat, typer.Option(help="Deployment format.")],
     out: Annotated[Path, typer.Option(help="Output folder (savedmodel) or file.")],
 ):
