@@ -8,7 +8,8 @@ subset after `facekit prepare`) it measures images/second after warm-up of
   (c) the design notes' baseline: tf_keras ImageDataGenerator(rescale=1/255,
       horizontal_flip=True).flow_from_dataframe(...),
   (d) a decode-only ceiling: parallel tf.io.decode_jpeg of the same files,
-and the time to load a cached index of 1,000,000 entries.
+and the time to load a cached index of 1,000,000 entries. Pipelines take turns
+in rounds and the best round counts, to tame the noise of a shared machine.
 
     pip install -e ".[benchmark]" && python benchmarks/data_pipeline.py [--images 3000] [--lfw]
 """
@@ -29,22 +30,23 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 BATCH = 128
 
 
-def images_per_second(batches, count: int, warmup: int = 5, repeats: int = 3) -> float:
-    """Best images/s of ``repeats`` runs of ``count`` batches, after ``warmup`` batches.
+def measure(pipelines: dict, count: int, warmup: int = 5, rounds: int = 4) -> dict:
+    """Best images/s of each pipeline over ``rounds`` runs of ``count`` batches.
 
-    The best of several runs (as timeit does) filters out the noise of a shared
-    2-core machine; every pipeline is measured the same way.
+    The pipelines take turns within every round, so drift in what else the
+    shared 2-core machine is doing hits all of them alike; the best run (as
+    timeit does) filters out the rest of the noise.
     """
-    iterator = iter(batches)
-    for _ in range(warmup):
-        next(iterator)
-    best = 0.0
-    for _ in range(repeats):
-        started = time.perf_counter()
-        images = 0
-        for _ in range(count):
-            images += len(next(iterator)[0])
-        best = max(best, images / (time.perf_counter() - started))
+    iterators = {name: iter(batches) for name, batches in pipelines.items()}
+    for iterator in iterators.values():
+        for _ in range(warmup):
+            next(iterator)
+    best = dict.fromkeys(pipelines, 0.0)
+    for _ in range(rounds):
+        for name, iterator in iterators.items():
+            started = time.perf_counter()
+            images = sum(len(next(iterator)[0]) for _ in range(count))
+            best[name] = max(best[name], images / (time.perf_counter() - started))
     return best
 
 
@@ -62,20 +64,14 @@ def run(folder: Path, work: Path, epochs: float) -> None:
           f"{batches} batches of {BATCH} per measurement")
 
     folder_pipeline = make_dataset(index, image_size=112, batch_size=BATCH, training=True)
-    a = images_per_second(folder_pipeline, batches)
 
     def cpu_flip(images, labels):
         flip = tf.random.uniform([tf.shape(images)[0], 1, 1, 1]) < 0.5
         return tf.where(flip, tf.reverse(images, axis=[2]), images), labels
 
-    a_cpu = images_per_second(folder_pipeline.map(cpu_flip, num_parallel_calls=tf.data.AUTOTUNE),
-                              batches)
-
     shards = work / f"shards-{folder.name}"
     if not shards.exists():
         pack(index, shards, images_per_shard=1000, progress=False)
-    b = images_per_second(shard_dataset(shards, image_size=112, batch_size=BATCH,
-                                        training=True), batches)
 
     from tf_keras.preprocessing.image import ImageDataGenerator
 
@@ -85,13 +81,18 @@ def run(folder: Path, work: Path, epochs: float) -> None:
         frame, directory=None, x_col="image_names", y_col="image_classes",
         class_mode="categorical", target_size=(112, 112), batch_size=BATCH,
         validate_filenames=False)
-    c = images_per_second(generator, batches)
-
     ceiling = (tf.data.Dataset.from_tensor_slices(index.paths).repeat()
                .map(lambda p: tf.io.decode_jpeg(tf.io.read_file(p), channels=3),
                     num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
                .batch(BATCH).prefetch(tf.data.AUTOTUNE))
-    d = images_per_second(((x,) for x in ceiling), batches)
+    rates = measure({
+        "a": folder_pipeline,
+        "a_cpu": folder_pipeline.map(cpu_flip, num_parallel_calls=tf.data.AUTOTUNE),
+        "b": shard_dataset(shards, image_size=112, batch_size=BATCH, training=True),
+        "c": generator,
+        "d": ((x,) for x in ceiling),
+    }, batches)
+    a, a_cpu, b, c, d = (rates[k] for k in ("a", "a_cpu", "b", "c", "d"))
 
     print(f"(a)  facekit folder pipeline          {a:9.0f} images/s")
     print(f"(a') facekit folder + CPU batch flip   {a_cpu:9.0f} images/s")

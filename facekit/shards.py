@@ -48,7 +48,6 @@ def pack(index: DatasetIndex, out, *, images_per_shard: int = 5000, image_size: 
                 example = tf.train.Example(features=tf.train.Features(feature={
                     "image": _bytes(_encoded_jpeg(index.paths[position], image_size)),
                     "label": _int(int(index.labels[position])),
-                    "id": _int(int(position)),
                 }))
                 writer.write(example.SerializeToString())
             if bar is not None:
@@ -91,40 +90,49 @@ def shard_dataset(path, *, image_size: int, batch_size: int, training: bool, see
                   shuffle_buffer: int = 10_000):
     """(uint8 images, int32 labels) batches from packed shards.
 
-    ``keep(image_id, label)`` selects records (a validation split); with
+    ``keep(record_id)`` selects records (a validation split) before anything
+    is parsed: shard k holds the records ``start_k, start_k + 1, ...`` of the
+    packed order.  Records are parsed and decoded a batch at a time.  With
     several workers each reads shards ``worker_index::num_workers``.
     """
     import tensorflow as tf
 
-    from facekit.data import decode_image
+    from facekit.data import decode_batch
 
     meta = read_meta(path)
     files = [str(Path(path) / shard["file"]) for shard in meta["shards"]]
+    starts = np.cumsum([0] + [shard["images"] for shard in meta["shards"]])[:-1]
     if num_workers > 1:
         if len(files) < num_workers:
             raise FacekitError(f"{len(files)} shard(s) cannot be shared by {num_workers} "
                                "workers; pack again with a smaller --images-per-shard.")
-        files = files[worker_index::num_workers]
-    dataset = tf.data.Dataset.from_tensor_slices(files)
+        files, starts = files[worker_index::num_workers], starts[worker_index::num_workers]
+
+    def read_shard(file, start):
+        records = tf.data.TFRecordDataset(file)
+        if keep is None:
+            return records
+        numbered = records.enumerate(start=start)
+        return numbered.filter(lambda i, _: keep(i)).map(lambda _, record: record)
+
+    dataset = tf.data.Dataset.from_tensor_slices((files, starts.astype(np.int64)))
     if training:
         dataset = dataset.shuffle(len(files), seed=seed, reshuffle_each_iteration=True).repeat()
-    dataset = dataset.interleave(tf.data.TFRecordDataset, cycle_length=min(len(files), 8),
+    dataset = dataset.interleave(read_shard, cycle_length=min(len(files), 8),
                                  num_parallel_calls=tf.data.AUTOTUNE,
                                  deterministic=not training)
-    spec = {"image": tf.io.FixedLenFeature([], tf.string),
-            "label": tf.io.FixedLenFeature([], tf.int64),
-            "id": tf.io.FixedLenFeature([], tf.int64)}
-    dataset = dataset.map(lambda record: tf.io.parse_single_example(record, spec),
-                          num_parallel_calls=tf.data.AUTOTUNE, deterministic=not training)
-    if keep is not None:
-        dataset = dataset.filter(lambda example: keep(example["id"], example["label"]))
     if training:
         dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-    dataset = dataset.map(
-        lambda example: (decode_image(example["image"], image_size),
-                         tf.cast(example["label"], tf.int32)),
-        num_parallel_calls=tf.data.AUTOTUNE, deterministic=not training)
+    spec = {"image": tf.io.FixedLenFeature([], tf.string),
+            "label": tf.io.FixedLenFeature([], tf.int64)}
+
+    def parse_and_decode(records):
+        examples = tf.io.parse_example(records, spec)
+        return (decode_batch(examples["image"], image_size),
+                tf.cast(examples["label"], tf.int32))
+
+    dataset = dataset.batch(batch_size, drop_remainder=training)
+    dataset = dataset.map(parse_and_decode, num_parallel_calls=tf.data.AUTOTUNE,
+                          deterministic=not training)
     dataset = dataset.ignore_errors(log_warning=True)
-    dataset = dataset.batch(batch_size, drop_remainder=training,
-                            num_parallel_calls=tf.data.AUTOTUNE)
     return dataset.prefetch(tf.data.AUTOTUNE)

@@ -116,10 +116,10 @@ class DataPlan:
         permille = self.val_permille
         train = shard_dataset(self.shards, image_size=image_size, batch_size=batch_size,
                               training=True, seed=seed,
-                              keep=lambda i, _: _record_bucket(i) >= permille)
+                              keep=lambda i: _record_bucket(i) >= permille)
         val = None if not permille else shard_dataset(
             self.shards, image_size=image_size, batch_size=batch_size, training=False,
-            keep=lambda i, _: _record_bucket(i) < permille)
+            keep=lambda i: _record_bucket(i) < permille)
         return train, val
 
 
