@@ -85,9 +85,8 @@ def load_batch(paths, image_size: int):
     """Read and decode a batch of files in parallel inside one tf.data element.
 
     Decoding whole batches (``map_fn`` with parallel iterations) rather than
-    single images removes tf.data's per-element overhead: 1.4x the images/s of
-    a per-image map on 2 CPU cores, level with a bare decode loop
-    (benchmarks/data_pipeline.py).
+    single images removes tf.data's per-element overhead: about 1.4x the
+    images/s of a per-image map on 2 CPU cores (benchmarks/data_pipeline.py).
     """
     return decode_batch(paths, image_size, read=True)
 
