@@ -9,7 +9,8 @@ subset after `facekit prepare`) it measures images/second after warm-up of
       horizontal_flip=True).flow_from_dataframe(...),
   (d) a decode-only ceiling: parallel tf.io.decode_jpeg of the same files,
 and the time to load a cached index of 1,000,000 entries. Pipelines take turns
-in rounds and the best round counts, to tame the noise of a shared machine.
+in rounds and ratios are taken within a round, to tame the noise of a shared
+machine.
 
     pip install -e ".[benchmark]" && python benchmarks/data_pipeline.py [--images 3000] [--lfw]
 """
@@ -30,24 +31,31 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 BATCH = 128
 
 
-def measure(pipelines: dict, count: int, warmup: int = 5, rounds: int = 4) -> dict:
-    """Best images/s of each pipeline over ``rounds`` runs of ``count`` batches.
+def measure(pipelines: dict, count: int, warmup: int = 5, rounds: int = 5) -> list[dict]:
+    """Images/s of each pipeline in each of ``rounds`` rounds of ``count`` batches.
 
-    The pipelines take turns within every round, so drift in what else the
-    shared 2-core machine is doing hits all of them alike; the best run (as
-    timeit does) filters out the rest of the noise.
+    The pipelines take turns within every round, so a ratio taken within one
+    round compares them under the same load of the shared 2-core machine.
     """
     iterators = {name: iter(batches) for name, batches in pipelines.items()}
     for iterator in iterators.values():
         for _ in range(warmup):
             next(iterator)
-    best = dict.fromkeys(pipelines, 0.0)
+    results = []
     for _ in range(rounds):
+        rates = {}
         for name, iterator in iterators.items():
             started = time.perf_counter()
             images = sum(len(next(iterator)[0]) for _ in range(count))
-            best[name] = max(best[name], images / (time.perf_counter() - started))
-    return best
+            rates[name] = images / (time.perf_counter() - started)
+        results.append(rates)
+    return results
+
+
+def ratio(rounds: list[dict], top: str, bottom: str) -> str:
+    """Median and range of the per-round ratio ``top / bottom``."""
+    values = sorted(r[top] / r[bottom] for r in rounds)
+    return f"{np.median(values):.2f} ({values[0]:.2f}-{values[-1]:.2f})"
 
 
 def run(folder: Path, work: Path, epochs: float) -> None:
@@ -85,22 +93,23 @@ def run(folder: Path, work: Path, epochs: float) -> None:
                .map(lambda p: tf.io.decode_jpeg(tf.io.read_file(p), channels=3),
                     num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
                .batch(BATCH).prefetch(tf.data.AUTOTUNE))
-    rates = measure({
+    rounds = measure({
         "a": folder_pipeline,
         "a_cpu": folder_pipeline.map(cpu_flip, num_parallel_calls=tf.data.AUTOTUNE),
         "b": shard_dataset(shards, image_size=112, batch_size=BATCH, training=True),
         "c": generator,
         "d": ((x,) for x in ceiling),
     }, batches)
-    a, a_cpu, b, c, d = (rates[k] for k in ("a", "a_cpu", "b", "c", "d"))
-
-    print(f"(a)  facekit folder pipeline          {a:9.0f} images/s")
-    print(f"(a') facekit folder + CPU batch flip   {a_cpu:9.0f} images/s")
-    print(f"(b)  facekit packed shards            {b:9.0f} images/s")
-    print(f"(c)  ImageDataGenerator (baseline)    {c:9.0f} images/s")
-    print(f"(d)  decode-only ceiling              {d:9.0f} images/s")
-    print(f"a/c = {a / c:.2f}   b/c = {b / c:.2f}   a/d = {a / d:.2f}   b/a = {b / a:.2f}   "
-          f"a'/d = {a_cpu / d:.2f}")
+    median = {key: np.median([r[key] for r in rounds]) for key in rounds[0]}
+    print(f"(a)  facekit folder pipeline          {median['a']:9.0f} images/s")
+    print(f"(a') facekit folder + CPU batch flip   {median['a_cpu']:9.0f} images/s")
+    print(f"(b)  facekit packed shards            {median['b']:9.0f} images/s")
+    print(f"(c)  ImageDataGenerator (baseline)    {median['c']:9.0f} images/s")
+    print(f"(d)  decode-only ceiling              {median['d']:9.0f} images/s")
+    print(f"(medians of {len(rounds)} rounds; ratios taken within each round: median (range))")
+    print(f"a/c = {ratio(rounds, 'a', 'c')}   b/c = {ratio(rounds, 'b', 'c')}   "
+          f"a/d = {ratio(rounds, 'a', 'd')}   b/a = {ratio(rounds, 'b', 'a')}   "
+          f"a'/d = {ratio(rounds, 'a_cpu', 'd')}")
 
 
 def index_load_time(work: Path) -> None:
