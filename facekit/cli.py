@@ -129,7 +129,8 @@ def train(
         = _DEFAULTS.dropout,
     pooling: Annotated[Pooling, typer.Option(help="Pooling after the backbone.")] = Pooling.gap,
     batch_size: Annotated[int, typer.Option(help="Images per batch.")] = _DEFAULTS.batch_size,
-    epochs: Annotated[int, typer.Option(help="Number of epochs.")] = _DEFAULTS.epochs,
+    epochs: Annotated[Optional[int], typer.Option(
+        help=f"Number of epochs. Default: {_DEFAULTS.epochs}, or the resumed run's.")] = None,
     steps_per_epoch: Annotated[Optional[int], typer.Option(
         help="Batches per epoch. Default: one pass over the training images.")] = None,
     val_split: Annotated[float, typer.Option(
@@ -175,31 +176,54 @@ def train(
         help="Logged figure that picks basic_model.keras, e.g. val_accuracy or eval/NAME "
              "(NAME: the pairs or .bin file name without extension). Default: val_accuracy "
              "with a validation split, else the last epoch.")] = None,
+    resume: Annotated[Optional[Path], typer.Option(
+        help="Continue the run in this folder from its last checkpoint, with its saved "
+             "configuration (--epochs may raise the total); other options are ignored.")]
+        = None,
+    keep_checkpoints: Annotated[int, typer.Option(
+        help="Per-epoch checkpoints of the full training state to keep.")]
+        = _DEFAULTS.keep_checkpoints,
+    deterministic: Annotated[bool, typer.Option(
+        help="Deterministic ops and input order, so a run can be repeated exactly "
+             "(slower).")] = False,
     bn_recalibration: Annotated[int, typer.Option(
         help="Training batches used to recompute BatchNorm statistics at the end of each "
              "epoch (precise BN), so inference-mode embeddings are right even on short "
              "runs; 0 turns it off.")] = _DEFAULTS.bn_recalibration_batches,
 ):
     """Train a model: backbone -> embedding -> head, with the chosen loss."""
+    from facekit.training import check_config
+
+    if resume is not None:
+        _quiet_tensorflow()
+        from facekit.training import train as run_training
+
+        overrides = {} if epochs is None else {"epochs": epochs}
+        _exit_if_interrupted(run_training(resume=resume, **overrides))
+        return
     config = TrainConfig(
         data=str(data) if data else None, backbone=backbone, head=head, loss=loss,
         backbone_options=backbone_opt, head_options=head_opt, loss_options=loss_opt,
         image_size=image_size, embedding_size=embedding_size, dropout=dropout,
-        pooling=pooling.value, batch_size=batch_size, epochs=epochs,
+        pooling=pooling.value, batch_size=batch_size,
+        epochs=_DEFAULTS.epochs if epochs is None else epochs,
         steps_per_epoch=steps_per_epoch, val_split=val_split, optimizer=optimizer.value,
         lr=lr, seed=seed, output=str(output) if output else None, split_by=split_by.value,
         augment=augment.value, flip=flip, brightness=brightness, contrast=contrast,
         saturation=saturation, crop_scale=crop_scale, grayscale=grayscale,
         bn_recalibration_batches=bn_recalibration, eval_pairs=[str(p) for p in eval_pairs],
         eval_data=[str(d) for d in eval_data], eval_bins=[str(b) for b in eval_bin],
-        best_by=best_by)
-    from facekit.training import check_config
-
+        best_by=best_by, keep_checkpoints=keep_checkpoints, deterministic=deterministic)
     check_config(config, get_registry())  # fail fast, before TensorFlow loads
     _quiet_tensorflow()
     from facekit.training import train as run_training
 
-    run_training(config)
+    _exit_if_interrupted(run_training(config))
+
+
+def _exit_if_interrupted(result) -> None:
+    if result.interrupted:
+        raise typer.Exit(130)
 
 
 @app.command("eval")

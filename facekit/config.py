@@ -45,6 +45,8 @@ class TrainConfig:
     eval_pairs: list = field(default_factory=list)  # pairs files, one per --eval-data folder
     eval_data: list = field(default_factory=list)
     eval_bins: list = field(default_factory=list)  # insightface .bin verification sets
+    keep_checkpoints: int = 3  # per-epoch checkpoints of the full training state
+    deterministic: bool = False  # deterministic ops and input order, for exact reruns
     best_by: str | None = None  # None: val_accuracy with a validation split, else the last
     verbose: int = 1
 
@@ -70,6 +72,8 @@ class TrainConfig:
             (len(self.eval_pairs) == len(self.eval_data),
              "Give one --eval-data folder for each --eval-pairs file "
              f"(got {len(self.eval_pairs)} pairs files and {len(self.eval_data)} folders)."),
+            (self.keep_checkpoints >= 1,
+             f"--keep-checkpoints must be at least 1, got {self.keep_checkpoints}."),
             (self.bn_recalibration_batches >= 0,
              f"--bn-recalibration must be 0 or more, got {self.bn_recalibration_batches}."),
         ]

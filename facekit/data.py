@@ -60,22 +60,27 @@ def _only_classes(index: DatasetIndex, keep: np.ndarray) -> DatasetIndex:
 
 
 def make_dataset(index: DatasetIndex, *, image_size: int, batch_size: int, training: bool,
-                 seed: int = 0, skip_unreadable: bool = True):
+                 seed: int = 0, skip_unreadable: bool = True, skip_batches: int = 0,
+                 deterministic: bool = False):
     """A batched, prefetched dataset of (uint8 images, int32 labels).
 
     Training data is shuffled each epoch, repeated and batched with a fixed
     batch size; evaluation data is read once, in order.  With
     ``skip_unreadable`` a file that fails to decode is dropped, not fatal;
-    embedding needs every image, so it turns that off.
+    embedding needs every image, so it turns that off.  ``skip_batches``
+    continues a seeded training stream where a resumed run stopped, skipping
+    file names, not decoded images.
     """
     import tensorflow as tf
 
     dataset = tf.data.Dataset.from_tensor_slices((index.paths, index.labels))
     if training:
         dataset = dataset.shuffle(len(index), seed=seed, reshuffle_each_iteration=True).repeat()
+        dataset = dataset.skip(skip_batches * batch_size)
     dataset = dataset.batch(batch_size, drop_remainder=training)
     dataset = dataset.map(lambda paths, labels: (load_batch(paths, image_size), labels),
-                          num_parallel_calls=tf.data.AUTOTUNE, deterministic=not training)
+                          num_parallel_calls=tf.data.AUTOTUNE,
+                          deterministic=deterministic or not training)
     if skip_unreadable:  # a file broken since indexing costs its batch, logged, not the run
         dataset = dataset.ignore_errors(log_warning=True)
     return dataset.prefetch(tf.data.AUTOTUNE)

@@ -87,7 +87,8 @@ def _int(value: int):
 
 def shard_dataset(path, *, image_size: int, batch_size: int, training: bool, seed: int = 0,
                   keep=None, num_workers: int = 1, worker_index: int = 0,
-                  shuffle_buffer: int = 10_000):
+                  shuffle_buffer: int = 10_000, skip_batches: int = 0,
+                  deterministic: bool = False):
     """(uint8 images, int32 labels) batches from packed shards.
 
     ``keep(record_id)`` selects records (a validation split) before anything
@@ -120,9 +121,10 @@ def shard_dataset(path, *, image_size: int, batch_size: int, training: bool, see
         dataset = dataset.shuffle(len(files), seed=seed, reshuffle_each_iteration=True).repeat()
     dataset = dataset.interleave(read_shard, cycle_length=min(len(files), 8),
                                  num_parallel_calls=tf.data.AUTOTUNE,
-                                 deterministic=not training)
+                                 deterministic=deterministic or not training)
     if training:
         dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+        dataset = dataset.skip(skip_batches * batch_size)
     spec = {"image": tf.io.FixedLenFeature([], tf.string),
             "label": tf.io.FixedLenFeature([], tf.int64)}
 
@@ -133,6 +135,6 @@ def shard_dataset(path, *, image_size: int, batch_size: int, training: bool, see
 
     dataset = dataset.batch(batch_size, drop_remainder=training)
     dataset = dataset.map(parse_and_decode, num_parallel_calls=tf.data.AUTOTUNE,
-                          deterministic=not training)
+                          deterministic=deterministic or not training)
     dataset = dataset.ignore_errors(log_warning=True)
     return dataset.prefetch(tf.data.AUTOTUNE)

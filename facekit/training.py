@@ -22,6 +22,7 @@ class TrainResult:
 
     run_dir: Path
     history: dict[str, list[float]]
+    interrupted: str | None = None  # the signal that stopped the run early
 
     @property
     def basic_model_path(self) -> Path:
@@ -60,9 +61,18 @@ def check_config(config: TrainConfig, registry: Registry) -> _Plan:
                  parse_options(loss, config.loss_options))
 
 
-def train(config: TrainConfig | None = None, **options) -> TrainResult:
-    """Train a face model; ``options`` are TrainConfig fields and override ``config``."""
-    config = dataclasses.replace(config or TrainConfig(), **options)
+def train(config: TrainConfig | None = None, *, resume: str | Path | None = None,
+          **options) -> TrainResult:
+    """Train a face model; ``options`` are TrainConfig fields and override ``config``.
+
+    With ``resume`` (a run folder) the run continues from its last checkpoint
+    with its saved configuration; ``options`` may still change, say, ``epochs``.
+    """
+    state = None
+    if resume is not None:
+        config, state = _resume_config(Path(resume), options)
+    else:
+        config = dataclasses.replace(config or TrainConfig(), **options)
     registry = get_registry()
     plan = check_config(config, registry)
     config.augmentation()  # checks the augmentation options
@@ -76,7 +86,7 @@ def train(config: TrainConfig | None = None, **options) -> TrainResult:
     data = plan_data(config, data_dir)
     eval_sets = load_eval_sets(config) + data.eval_sets
     monitor = best_model_monitor(config, data.val_images > 0, eval_sets)
-    run_dir = _make_run_dir(config.output)
+    run_dir = Path(resume) if resume is not None else _make_run_dir(config.output)
     _write_json(run_dir / "classes.json", data.classes)
     _write_json(run_dir / "config.json", {**config.to_dict(), "data": str(data_dir)})
     if data.skipped:
@@ -84,7 +94,24 @@ def train(config: TrainConfig | None = None, **options) -> TrainResult:
     if config.verbose:
         print(data.summary + (f"\n(listed in {run_dir / 'skipped_files.csv'})"
                               if data.skipped else ""))
-    return _fit(config, plan, data, run_dir, eval_sets, monitor)
+    return _fit(config, plan, data, run_dir, eval_sets, monitor, state)
+
+
+def _resume_config(run_dir: Path, options: dict) -> tuple[TrainConfig, dict]:
+    from facekit.checkpoints import read_state
+
+    if not (run_dir / "config.json").is_file():
+        raise FacekitError(f"'{run_dir}' is not a facekit run folder (no config.json).")
+    state = read_state(run_dir)
+    if state is None:
+        raise FacekitError(f"'{run_dir}' has no checkpoint yet (no epoch finished); start "
+                           "the run again instead of resuming it.")
+    saved = json.loads((run_dir / "config.json").read_text())
+    config = TrainConfig.from_dict({**saved, **options, "output": str(run_dir)})
+    if state["epoch"] >= config.epochs:
+        raise FacekitError(f"'{run_dir}' has already trained {state['epoch']} epoch(s); pass "
+                           f"--epochs with more than {state['epoch']} to continue.")
+    return config, state
 
 
 @dataclass
@@ -102,21 +129,24 @@ class DataPlan:
     shards: Path | None = None  # packed data
     val_permille: int = 0
 
-    def datasets(self, image_size: int, batch_size: int, seed: int):
+    def datasets(self, image_size: int, batch_size: int, seed: int, skip_batches: int = 0,
+                 deterministic: bool = False):
         """(training dataset, validation dataset or None)."""
         from facekit.data import make_dataset
         from facekit.shards import shard_dataset
 
         if self.shards is None:
             train = make_dataset(self.train_index, image_size=image_size,
-                                 batch_size=batch_size, training=True, seed=seed)
+                                 batch_size=batch_size, training=True, seed=seed,
+                                 skip_batches=skip_batches, deterministic=deterministic)
             val = None if self.val_index is None else make_dataset(
                 self.val_index, image_size=image_size, batch_size=batch_size, training=False)
             return train, val
         permille = self.val_permille
         train = shard_dataset(self.shards, image_size=image_size, batch_size=batch_size,
                               training=True, seed=seed,
-                              keep=lambda i: _record_bucket(i) >= permille)
+                              keep=lambda i: _record_bucket(i) >= permille,
+                              skip_batches=skip_batches, deterministic=deterministic)
         val = None if not permille else shard_dataset(
             self.shards, image_size=image_size, batch_size=batch_size, training=False,
             keep=lambda i: _record_bucket(i) < permille)
@@ -200,7 +230,7 @@ def best_model_monitor(config: TrainConfig, has_validation: bool, eval_sets) -> 
     return config.best_by
 
 
-def _fit(config, plan, data: DataPlan, run_dir, eval_sets, monitor) -> TrainResult:
+def _fit(config, plan, data: DataPlan, run_dir, eval_sets, monitor, state=None) -> TrainResult:
     from facekit.device import setup_devices
 
     setup_devices()  # before any other TensorFlow work touches a GPU
@@ -208,24 +238,40 @@ def _fit(config, plan, data: DataPlan, run_dir, eval_sets, monitor) -> TrainResu
 
     from facekit.batchnorm import BatchNormRecalibration
     from facekit.callbacks import BestModelCheckpoint, VerificationCallback
-    from facekit.model import build_model
+    from facekit.checkpoints import EpochCheckpoint, StopOnSignal, checkpoint_dir, has_nan
+    from facekit.model import BASIC_MODEL, build_model, load_model
 
     keras.utils.set_random_seed(config.seed)
-    basic_model, model = build_model(
-        len(data.classes), config.backbone, config.head, image_size=config.image_size,
-        embedding_size=config.embedding_size, dropout=config.dropout, pooling=config.pooling,
-        backbone_options=plan.backbone_options, head_options=plan.head_options,
-        augmentation=config.augmentation(), seed=config.seed)
-    model.compile(optimizer=make_optimizer(config.optimizer, config.lr),
-                  loss=plan.loss_factory.build(**plan.loss_options),
-                  metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
+    if config.deterministic:
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
+    initial_epoch = 0
+    if state is not None:  # resume: weights, optimizer state and step from the checkpoint
+        model = load_model(checkpoint_dir(run_dir) / state["checkpoint"], compile=True)
+        basic_model = model.get_layer(BASIC_MODEL)
+        initial_epoch = state["epoch"]
+    else:
+        basic_model, model = build_model(
+            len(data.classes), config.backbone, config.head, image_size=config.image_size,
+            embedding_size=config.embedding_size, dropout=config.dropout,
+            pooling=config.pooling, backbone_options=plan.backbone_options,
+            head_options=plan.head_options, augmentation=config.augmentation(),
+            seed=config.seed)
+        model.compile(optimizer=make_optimizer(config.optimizer, config.lr),
+                      loss=plan.loss_factory.build(**plan.loss_options),
+                      metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
     batch_size = min(config.batch_size, data.train_images)
     steps = config.steps_per_epoch or max(1, data.train_images // batch_size)
-    train_data, val_data = data.datasets(config.image_size, batch_size, config.seed)
+    train_data, val_data = data.datasets(config.image_size, batch_size, config.seed,
+                                         skip_batches=initial_epoch * steps,
+                                         deterministic=config.deterministic)
     val_steps = -(-data.val_images // batch_size) if val_data is not None else None
-    # Order matters: statistics are recalibrated before verification, and every
-    # figure is in the logs before the checkpoint and the CSV read them.
-    callbacks = []
+    # Order matters: a signal stops the epoch first; statistics are recalibrated
+    # before verification; every figure is in the logs before the checkpoints
+    # and the CSV read them.
+    stopper = StopOnSignal()
+    callbacks = [stopper, keras.callbacks.TerminateOnNaN()]
     if config.bn_recalibration_batches:
         callbacks.append(BatchNormRecalibration(  # never more batches than an epoch has
             basic_model, train_data, min(config.bn_recalibration_batches, steps), steps))
@@ -234,14 +280,29 @@ def _fit(config, plan, data: DataPlan, run_dir, eval_sets, monitor) -> TrainResu
     best = None
     if monitor:
         best = BestModelCheckpoint(basic_model, run_dir / "basic_model.keras", monitor)
+        if state is not None and "best" in state:
+            best.best, best.best_epoch = state["best"]["value"], state["best"]["epoch"]
         callbacks.append(best)
-    callbacks.append(keras.callbacks.CSVLogger(str(run_dir / "history.csv")))
+    callbacks += [EpochCheckpoint(run_dir, config.keep_checkpoints, stopper, best),
+                  keras.callbacks.CSVLogger(str(run_dir / "history.csv"),
+                                            append=state is not None)]
     started = time.perf_counter()
-    history = model.fit(train_data, epochs=config.epochs, steps_per_epoch=steps,
-                        validation_data=val_data, validation_steps=val_steps,
-                        shuffle=False, verbose=config.verbose,
+    history = model.fit(train_data, epochs=config.epochs, initial_epoch=initial_epoch,
+                        steps_per_epoch=steps, validation_data=val_data,
+                        validation_steps=val_steps, shuffle=False, verbose=config.verbose,
                         callbacks=callbacks)
     elapsed = time.perf_counter() - started
+    result = TrainResult(run_dir, {k: [float(v) for v in vals]
+                                   for k, vals in history.history.items()},
+                         interrupted=stopper.signal_name)
+    last_logs = {k: v[-1] for k, v in result.history.items() if v}
+    if stopper.signal_name or has_nan(last_logs):
+        done = (json.loads((checkpoint_dir(run_dir) / "state.json").read_text())["epoch"]
+                if (checkpoint_dir(run_dir) / "state.json").exists() else 0)
+        reason = stopper.signal_name or "NaN loss"
+        print(f"\nStopped by {reason}; the last good checkpoint is epoch {done}. Continue with: "
+              f"facekit train --resume {run_dir}")
+        return result
     basic_model.save(run_dir / "basic_model_last.keras")
     if best is None or best.best_epoch is None:
         basic_model.save(run_dir / "basic_model.keras")
@@ -252,8 +313,7 @@ def _fit(config, plan, data: DataPlan, run_dir, eval_sets, monitor) -> TrainResu
               f"({images / elapsed:.1f} images/s); run folder: {run_dir}")
         if best is not None and best.best_epoch is not None:
             print(f"basic_model.keras: epoch {best.best_epoch + 1}, {monitor} {best.best:.4f}")
-    return TrainResult(run_dir, {k: [float(v) for v in vals]
-                                 for k, vals in history.history.items()})
+    return result
 
 
 def make_optimizer(name: str, lr: float | None):

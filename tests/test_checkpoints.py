@@ -1,0 +1,100 @@
+"""Nothing lost: exact resume, clean stops on signals, NaN never saved."""
+
+import csv
+import json
+import math
+import signal
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+
+import facekit
+from facekit.callbacks import BestModelCheckpoint
+from facekit.checkpoints import EpochCheckpoint, read_state
+from tests.conftest import TINY_TRAIN
+
+EXACT = {**TINY_TRAIN, "dropout": 0.0, "augment": "none", "bn_recalibration_batches": 0,
+         "deterministic": True, "val_split": 0.0, "head": "softmax", "loss": "softmax",
+         "steps_per_epoch": 3}
+
+
+def weights(path):
+    return [w.numpy() for w in facekit.load_model(path, compile=True).weights]
+
+
+def test_two_epochs_equal_one_epoch_plus_resume(tmp_path, tiny_faces, tinynet_plugin):
+    straight = facekit.train(data=str(tiny_faces), output=str(tmp_path / "a"),
+                             **{**EXACT, "epochs": 2})
+    facekit.train(data=str(tiny_faces), output=str(tmp_path / "b"), **{**EXACT, "epochs": 1})
+    resumed = facekit.train(resume=tmp_path / "b", epochs=2)
+    for a, b in zip(weights(straight.model_path), weights(resumed.model_path)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    with open(tmp_path / "b" / "history.csv") as f:
+        assert [row["epoch"] for row in csv.DictReader(f)] == ["0", "1"]
+    assert read_state(tmp_path / "b")["epoch"] == 2
+    optimizer = facekit.load_model(resumed.model_path, compile=True).optimizer
+    assert int(optimizer.iterations.numpy()) == 6  # the step count carried over
+    with pytest.raises(facekit.FacekitError, match="already trained 2 epoch"):
+        facekit.train(resume=tmp_path / "b")
+
+
+def test_sigint_stops_after_a_checkpoint_and_the_run_resumes(tmp_path, tiny_faces,
+                                                             tinynet_plugin):
+    import os
+
+    env = {**os.environ, "PYTHONPATH": str(tinynet_plugin), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    run = tmp_path / "run"
+    command = [sys.executable, "-m", "facekit", "train", "--data", str(tiny_faces),
+               "--backbone", "tinynet", "--image-size", "32", "--batch-size", "8",
+               "--steps-per-epoch", "20", "--epochs", "500", "--embedding-size", "8",
+               "--output", str(run)]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while read_state(run) is None and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.5)
+    assert read_state(run) is not None, "no checkpoint appeared"
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err[-2000:]
+    assert "Stopped by SIGINT" in out and f"facekit train --resume {run}" in out
+    state = read_state(run)
+    assert facekit.load_model(run / "checkpoints" / state["checkpoint"]) is not None
+    assert not (run / "model.keras").exists()  # an interrupted run writes no final model
+    result = subprocess.run([sys.executable, "-m", "facekit", "train", "--resume", str(run),
+                             "--epochs", str(state["epoch"] + 1)], env=env,
+                            capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr[-2000:]
+    with open(run / "history.csv") as f:
+        epochs = [int(row["epoch"]) for row in csv.DictReader(f)]
+    assert epochs[-1] == state["epoch"] and (run / "model.keras").is_file()
+
+
+def test_nan_epoch_never_overwrites_checkpoint_or_best_model(tmp_path):
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    checkpoint = EpochCheckpoint(tmp_path)
+    best = BestModelCheckpoint(model, tmp_path / "best.keras", "val_accuracy")
+    for callback in (checkpoint, best):
+        callback.set_model(model)
+    best.on_epoch_end(0, {"val_accuracy": 0.5})
+    checkpoint.on_epoch_end(0, {"loss": 1.0, "val_accuracy": 0.5})
+    saved = (tmp_path / "best.keras").stat().st_mtime_ns
+    best.on_epoch_end(1, {"val_accuracy": math.nan})
+    checkpoint.on_epoch_end(1, {"loss": math.nan, "val_accuracy": math.nan})
+    assert read_state(tmp_path) == {"epoch": 1, "checkpoint": "epoch-0001.keras"}
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [
+        "epoch-0001.keras", "state.json"]
+    assert (tmp_path / "best.keras").stat().st_mtime_ns == saved
+
+
+def test_nan_run_stops_without_writing_models(tmp_path, tiny_faces, tinynet_plugin, capsys):
+    result = facekit.train(data=str(tiny_faces), output=str(tmp_path / "run"),
+                           lr=1e38, **{**TINY_TRAIN, "epochs": 3, "verbose": 1})
+    assert any(math.isnan(v) for v in result.history["loss"])
+    assert "Stopped by NaN loss" in capsys.readouterr().out
+    assert not (result.run_dir / "model.keras").exists()
+    assert read_state(result.run_dir) is None
