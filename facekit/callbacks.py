@@ -48,3 +48,47 @@ class BestModelCheckpoint(keras.callbacks.Callback):
         if value > self.best if self.higher_is_better else value < self.best:
             self.best, self.best_epoch = value, epoch
             self.basic_model.save(self.path)
+
+
+class HistoryFiles(keras.callbacks.Callback):
+    """After each epoch, ``history.json`` and a ``training.png`` of the loss and accuracy.
+
+    Both are made from ``history.csv`` (put this after the CSV logger), so a
+    resumed run's files cover all of its epochs.
+    """
+
+    def __init__(self, run_dir: Path):
+        super().__init__()
+        self.run_dir = Path(run_dir)
+
+    def on_epoch_end(self, epoch, logs=None):
+        import json
+
+        import pandas as pd
+
+        table = pd.read_csv(self.run_dir / "history.csv")
+        (self.run_dir / "history.json").write_text(
+            json.dumps(table.to_dict(orient="records"), indent=1))
+        plot_history(table, self.run_dir / "training.png")
+
+
+def plot_history(table, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = table["epoch"] + 1
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for axis, metric in zip(axes, ("loss", "accuracy")):
+        for column in (metric, f"val_{metric}"):
+            if column in table:
+                axis.plot(epochs, table[column], marker="o", label=column)
+        if metric == "accuracy":
+            for column in (c for c in table.columns if c.startswith("eval/")):
+                axis.plot(epochs, table[column], marker="s", label=f"{column} (verification)")
+        axis.set(xlabel="epoch", title=metric)
+        axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+    plt.close(figure)

@@ -52,6 +52,18 @@ class AugmentLevel(str, Enum):
     strong = "strong"
 
 
+class Schedule(str, Enum):
+    constant = "constant"
+    cosine = "cosine"
+    exponential = "exponential"
+    step = "step"
+
+
+class SchedulePer(str, Enum):
+    step = "step"
+    epoch = "epoch"
+
+
 class Optimizer(str, Enum):
     adamax = "adamax"
     adam = "adam"
@@ -139,6 +151,20 @@ def train(
     optimizer: Annotated[Optimizer, typer.Option(help="Optimizer.")] = Optimizer.adamax,
     lr: Annotated[Optional[float], typer.Option(
         help="Learning rate. Default: the optimizer's own.")] = None,
+    weight_decay: Annotated[Optional[float], typer.Option(
+        help="Decoupled weight decay of the optimizer.")] = None,
+    schedule: Annotated[Schedule, typer.Option(
+        help="Learning-rate schedule: constant, cosine (after --warmup-epochs), exponential "
+             "(times --decay-rate per epoch) or step (times --decay-rate at each of "
+             "--step-epochs).")] = Schedule.constant,
+    warmup_epochs: Annotated[float, typer.Option(
+        help="Linear warm-up epochs before the cosine decay.")] = 0.0,
+    decay_rate: Annotated[float, typer.Option(
+        help="Decay factor of the exponential and step schedules.")] = 0.1,
+    step_epochs: Annotated[Optional[str], typer.Option(
+        help="Epochs where the step schedule decays, e.g. 10,15.")] = None,
+    schedule_per: Annotated[SchedulePer, typer.Option(
+        help="Change the rate every step, or once per epoch.")] = SchedulePer.step,
     seed: Annotated[int, typer.Option(help="Seed for the split, shuffling and weights.")]
         = _DEFAULTS.seed,
     output: Annotated[Optional[Path], typer.Option(
@@ -180,9 +206,19 @@ def train(
         help="Continue the run in this folder from its last checkpoint, with its saved "
              "configuration (--epochs may raise the total); other options are ignored.")]
         = None,
+    tensorboard: Annotated[bool, typer.Option(
+        help="Write TensorBoard logs to RUN/tensorboard.")] = False,
     keep_checkpoints: Annotated[int, typer.Option(
         help="Per-epoch checkpoints of the full training state to keep.")]
         = _DEFAULTS.keep_checkpoints,
+    mixed_precision: Annotated[bool, typer.Option(
+        help="float16 on GPUs (bfloat16 on CPUs), with the embedding and loss in float32.")]
+        = False,
+    jit_compile: Annotated[Optional[bool], typer.Option(
+        help="Compile the train step with XLA. Default: Keras decides.")] = None,
+    devices: Annotated[Optional[str], typer.Option(
+        help="Devices to train on, e.g. gpu:0,gpu:1 (MirroredStrategy). Default: every "
+             "GPU, else the CPU.")] = None,
     deterministic: Annotated[bool, typer.Option(
         help="Deterministic ops and input order, so a run can be repeated exactly "
              "(slower).")] = False,
@@ -213,12 +249,26 @@ def train(
         saturation=saturation, crop_scale=crop_scale, grayscale=grayscale,
         bn_recalibration_batches=bn_recalibration, eval_pairs=[str(p) for p in eval_pairs],
         eval_data=[str(d) for d in eval_data], eval_bins=[str(b) for b in eval_bin],
-        best_by=best_by, keep_checkpoints=keep_checkpoints, deterministic=deterministic)
+        best_by=best_by, keep_checkpoints=keep_checkpoints, deterministic=deterministic,
+        mixed_precision=mixed_precision, jit_compile=jit_compile, devices=devices,
+        weight_decay=weight_decay, schedule=schedule.value, warmup_epochs=warmup_epochs,
+        decay_rate=decay_rate, step_epochs=_int_list(step_epochs, "--step-epochs"),
+        schedule_per=schedule_per.value, tensorboard=tensorboard)
     check_config(config, get_registry())  # fail fast, before TensorFlow loads
     _quiet_tensorflow()
     from facekit.training import train as run_training
 
     _exit_if_interrupted(run_training(config))
+
+
+def _int_list(text: str | None, option: str) -> list[int]:
+    if not text:
+        return []
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise FacekitError(f"{option} takes whole numbers separated by commas, got "
+                           f"'{text}'.") from None
 
 
 def _exit_if_interrupted(result) -> None:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from facekit.errors import FacekitError
 
 OPTIMIZERS = ("adamax", "adam", "adamw", "sgd")
+SCHEDULES = ("constant", "cosine", "exponential", "step")
 
 
 @dataclass
@@ -30,7 +31,13 @@ class TrainConfig:
     steps_per_epoch: int | None = None
     val_split: float = 0.05
     optimizer: str = "adamax"
-    lr: float | None = None
+    lr: float | None = None  # None: the optimizer's usual rate
+    weight_decay: float | None = None
+    schedule: str = "constant"  # constant | cosine | exponential | step
+    warmup_epochs: float = 0.0  # linear warm-up before cosine decay
+    decay_rate: float = 0.1  # exponential: per epoch; step: at each step epoch
+    step_epochs: list = field(default_factory=list)
+    schedule_per: str = "step"  # change the rate every step or once per epoch
     seed: int = 0
     output: str | None = None
     split_by: str = "images"  # or "identities" (open-set: verification on held-out people)
@@ -45,8 +52,12 @@ class TrainConfig:
     eval_pairs: list = field(default_factory=list)  # pairs files, one per --eval-data folder
     eval_data: list = field(default_factory=list)
     eval_bins: list = field(default_factory=list)  # insightface .bin verification sets
+    tensorboard: bool = False  # TensorBoard logs in RUN/tensorboard
     keep_checkpoints: int = 3  # per-epoch checkpoints of the full training state
     deterministic: bool = False  # deterministic ops and input order, for exact reruns
+    mixed_precision: bool = False  # float16 on GPUs, bfloat16 on CPUs; embedding/loss float32
+    jit_compile: bool | None = None  # XLA; None lets Keras decide
+    devices: str | None = None  # None/"auto": every GPU; or "gpu:0,gpu:1", "cpu:0,cpu:1"
     best_by: str | None = None  # None: val_accuracy with a validation split, else the last
     verbose: int = 1
 
@@ -69,6 +80,15 @@ class TrainConfig:
             (self.optimizer in OPTIMIZERS,
              f"Unknown optimizer '{self.optimizer}'; choose one of: {', '.join(OPTIMIZERS)}."),
             (self.lr is None or self.lr > 0, f"--lr must be positive, got {self.lr}."),
+            (self.schedule in SCHEDULES,
+             f"Unknown schedule '{self.schedule}'; choose one of: {', '.join(SCHEDULES)}."),
+            (self.schedule_per in ("step", "epoch"),
+             f"--schedule-per must be step or epoch, got '{self.schedule_per}'."),
+            (self.schedule != "step" or bool(self.step_epochs),
+             "--schedule step needs --step-epochs, e.g. 10,15."),
+            (0 < self.decay_rate <= 1, f"--decay-rate must be in (0, 1], got {self.decay_rate}."),
+            (self.weight_decay is None or self.weight_decay >= 0,
+             f"--weight-decay must be 0 or more, got {self.weight_decay}."),
             (len(self.eval_pairs) == len(self.eval_data),
              "Give one --eval-data folder for each --eval-pairs file "
              f"(got {len(self.eval_pairs)} pairs files and {len(self.eval_data)} folders)."),

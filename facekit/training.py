@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import time
 from dataclasses import dataclass
@@ -46,6 +47,9 @@ class _Plan:
 def check_config(config: TrainConfig, registry: Registry) -> _Plan:
     """Validate everything that can be checked without TensorFlow."""
     config.validate()
+    if config.tensorboard and importlib.util.find_spec("tensorboard") is None:
+        raise FacekitError("--tensorboard needs the tensorboard package (TensorFlow no longer "
+                           "ships it): pip install 'facekit[tensorboard]'.")
     backbone = registry.get("backbone", config.backbone)
     head = registry.get("head", config.head)
     loss = registry.get("loss", config.loss)
@@ -231,13 +235,20 @@ def best_model_monitor(config: TrainConfig, has_validation: bool, eval_sets) -> 
 
 
 def _fit(config, plan, data: DataPlan, run_dir, eval_sets, monitor, state=None) -> TrainResult:
-    from facekit.device import setup_devices
+    from facekit.device import dtype_policy, setup_devices
 
-    setup_devices()  # before any other TensorFlow work touches a GPU
+    devices = setup_devices(config.devices, config.mixed_precision)  # before other TF work
+    with dtype_policy(devices.policy), devices.strategy.scope():
+        return _fit_on_devices(config, plan, data, run_dir, eval_sets, monitor, state,
+                               devices)
+
+
+def _fit_on_devices(config, plan, data, run_dir, eval_sets, monitor, state,
+                    devices) -> TrainResult:
     import keras
 
     from facekit.batchnorm import BatchNormRecalibration
-    from facekit.callbacks import BestModelCheckpoint, VerificationCallback
+    from facekit.callbacks import BestModelCheckpoint, HistoryFiles, VerificationCallback
     from facekit.checkpoints import EpochCheckpoint, StopOnSignal, checkpoint_dir, has_nan
     from facekit.model import BASIC_MODEL, build_model, load_model
 
@@ -246,6 +257,8 @@ def _fit(config, plan, data: DataPlan, run_dir, eval_sets, monitor, state=None) 
         import tensorflow as tf
 
         tf.config.experimental.enable_op_determinism()
+    batch_size = min(config.batch_size, data.train_images)
+    steps = config.steps_per_epoch or max(1, data.train_images // batch_size)
     initial_epoch = 0
     if state is not None:  # resume: weights, optimizer state and step from the checkpoint
         model = load_model(checkpoint_dir(run_dir) / state["checkpoint"], compile=True)
@@ -258,15 +271,21 @@ def _fit(config, plan, data: DataPlan, run_dir, eval_sets, monitor, state=None) 
             pooling=config.pooling, backbone_options=plan.backbone_options,
             head_options=plan.head_options, augmentation=config.augmentation(),
             seed=config.seed)
-        model.compile(optimizer=make_optimizer(config.optimizer, config.lr),
+        model.compile(optimizer=_optimizer(config, steps),
                       loss=plan.loss_factory.build(**plan.loss_options),
-                      metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
-    batch_size = min(config.batch_size, data.train_images)
-    steps = config.steps_per_epoch or max(1, data.train_images // batch_size)
+                      metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+                      jit_compile="auto" if config.jit_compile is None else config.jit_compile)
+    if config.verbose and devices.replicas > 1:
+        print(f"Training on {devices.replicas} devices (MirroredStrategy), global batch "
+              f"{min(config.batch_size, data.train_images)}")
     train_data, val_data = data.datasets(config.image_size, batch_size, config.seed,
                                          skip_batches=initial_epoch * steps,
                                          deterministic=config.deterministic)
     val_steps = -(-data.val_images // batch_size) if val_data is not None else None
+    if devices.replicas > 1:
+        # With validation_steps, Keras 3.15 raised StopIteration from the distributed
+        # validation data under MirroredStrategy (seen in tests): run it to its end.
+        val_steps = None
     # Order matters: a signal stops the epoch first; statistics are recalibrated
     # before verification; every figure is in the logs before the checkpoints
     # and the CSV read them.
@@ -285,7 +304,10 @@ def _fit(config, plan, data: DataPlan, run_dir, eval_sets, monitor, state=None) 
         callbacks.append(best)
     callbacks += [EpochCheckpoint(run_dir, config.keep_checkpoints, stopper, best),
                   keras.callbacks.CSVLogger(str(run_dir / "history.csv"),
-                                            append=state is not None)]
+                                            append=state is not None),
+                  HistoryFiles(run_dir)]
+    if config.tensorboard:
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard")))
     started = time.perf_counter()
     history = model.fit(train_data, epochs=config.epochs, initial_epoch=initial_epoch,
                         steps_per_epoch=steps, validation_data=val_data,
@@ -310,22 +332,23 @@ def _fit(config, plan, data: DataPlan, run_dir, eval_sets, monitor, state=None) 
     if config.verbose:
         images = steps * batch_size * len(history.epoch)
         print(f"Trained {len(history.epoch)} epoch(s) in {elapsed:.1f}s "
-              f"({images / elapsed:.1f} images/s); run folder: {run_dir}")
+              f"({images / elapsed:.1f} images/s, validation and checkpoints included); "
+              f"run folder: {run_dir}")
         if best is not None and best.best_epoch is not None:
-            print(f"basic_model.keras: epoch {best.best_epoch + 1}, {monitor} {best.best:.4f}")
+            print(f"Best epoch {best.best_epoch + 1}: {monitor} {best.best:.4f} "
+                  f"(basic_model.keras)")
     return result
 
 
-def make_optimizer(name: str, lr: float | None):
-    """A Keras optimizer by name; ``lr=None`` keeps the optimizer's default rate."""
-    import keras
+def _optimizer(config: TrainConfig, steps_per_epoch: int):
+    from facekit.optimizers import DEFAULT_LR, learning_rate, make_optimizer
 
-    kwargs = {} if lr is None else {"learning_rate": lr}
-    if name == "sgd":
-        return keras.optimizers.SGD(momentum=0.9, **kwargs)
-    classes = {"adamax": keras.optimizers.Adamax, "adam": keras.optimizers.Adam,
-               "adamw": keras.optimizers.AdamW}
-    return classes[name](**kwargs)
+    rate = learning_rate(config.schedule, config.lr or DEFAULT_LR[config.optimizer],
+                         steps_per_epoch=steps_per_epoch, epochs=config.epochs,
+                         warmup_epochs=config.warmup_epochs, decay_rate=config.decay_rate,
+                         step_epochs=tuple(config.step_epochs),
+                         per_epoch=config.schedule_per == "epoch")
+    return make_optimizer(config.optimizer, rate, config.weight_decay)
 
 
 def _make_run_dir(output: str | None) -> Path:

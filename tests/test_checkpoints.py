@@ -98,3 +98,13 @@ def test_nan_run_stops_without_writing_models(tmp_path, tiny_faces, tinynet_plug
     assert "Stopped by NaN loss" in capsys.readouterr().out
     assert not (result.run_dir / "model.keras").exists()
     assert read_state(result.run_dir) is None
+
+
+def test_history_json_plot_and_tensorboard(tmp_path, tiny_faces, tinynet_plugin):
+    result = facekit.train(data=str(tiny_faces), output=str(tmp_path / "run"),
+                           tensorboard=True, val_split=0.2, **{**TINY_TRAIN, "epochs": 2})
+    rows = json.loads((result.run_dir / "history.json").read_text())
+    assert [row["epoch"] for row in rows] == [0, 1]
+    assert {"loss", "accuracy", "val_loss", "val_accuracy"} <= set(rows[0])
+    assert (result.run_dir / "training.png").read_bytes()[:4] == b"\x89PNG"
+    assert any((result.run_dir / "tensorboard").rglob("events.out.tfevents.*"))
