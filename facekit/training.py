@@ -24,6 +24,8 @@ class TrainResult:
     run_dir: Path
     history: dict[str, list[float]]
     interrupted: str | None = None  # the signal that stopped the run early
+    seconds: float = 0.0  # wall time of the epochs (validation and checkpoints included)
+    images: int = 0  # training images seen
 
     @property
     def basic_model_path(self) -> Path:
@@ -66,11 +68,12 @@ def check_config(config: TrainConfig, registry: Registry) -> _Plan:
 
 
 def train(config: TrainConfig | None = None, *, resume: str | Path | None = None,
-          **options) -> TrainResult:
+          callbacks: list | None = None, **options) -> TrainResult:
     """Train a face model; ``options`` are TrainConfig fields and override ``config``.
 
     With ``resume`` (a run folder) the run continues from its last checkpoint
     with its saved configuration; ``options`` may still change, say, ``epochs``.
+    ``callbacks`` are extra Keras callbacks, run after facekit's own.
     """
     state = None
     if resume is not None:
@@ -98,7 +101,7 @@ def train(config: TrainConfig | None = None, *, resume: str | Path | None = None
     if config.verbose:
         print(data.summary + (f"\n(listed in {run_dir / 'skipped_files.csv'})"
                               if data.skipped else ""))
-    return _fit(config, plan, data, run_dir, eval_sets, monitor, state)
+    return _fit(config, plan, data, run_dir, eval_sets, monitor, state, callbacks or [])
 
 
 def _resume_config(run_dir: Path, options: dict) -> tuple[TrainConfig, dict]:
@@ -234,17 +237,18 @@ def best_model_monitor(config: TrainConfig, has_validation: bool, eval_sets) -> 
     return config.best_by
 
 
-def _fit(config, plan, data: DataPlan, run_dir, eval_sets, monitor, state=None) -> TrainResult:
+def _fit(config, plan, data: DataPlan, run_dir, eval_sets, monitor, state,
+         extra_callbacks) -> TrainResult:
     from facekit.device import dtype_policy, setup_devices
 
     devices = setup_devices(config.devices, config.mixed_precision)  # before other TF work
     with dtype_policy(devices.policy), devices.strategy.scope():
         return _fit_on_devices(config, plan, data, run_dir, eval_sets, monitor, state,
-                               devices)
+                               devices, extra_callbacks)
 
 
 def _fit_on_devices(config, plan, data, run_dir, eval_sets, monitor, state,
-                    devices) -> TrainResult:
+                    devices, extra_callbacks) -> TrainResult:
     import keras
 
     from facekit.batchnorm import BatchNormRecalibration
@@ -308,6 +312,7 @@ def _fit_on_devices(config, plan, data, run_dir, eval_sets, monitor, state,
                   HistoryFiles(run_dir)]
     if config.tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard")))
+    callbacks += extra_callbacks
     started = time.perf_counter()
     history = model.fit(train_data, epochs=config.epochs, initial_epoch=initial_epoch,
                         steps_per_epoch=steps, validation_data=val_data,
@@ -316,7 +321,8 @@ def _fit_on_devices(config, plan, data, run_dir, eval_sets, monitor, state,
     elapsed = time.perf_counter() - started
     result = TrainResult(run_dir, {k: [float(v) for v in vals]
                                    for k, vals in history.history.items()},
-                         interrupted=stopper.signal_name)
+                         interrupted=stopper.signal_name, seconds=elapsed,
+                         images=steps * batch_size * len(history.epoch))
     last_logs = {k: v[-1] for k, v in result.history.items() if v}
     if stopper.signal_name or has_nan(last_logs):
         done = (json.loads((checkpoint_dir(run_dir) / "state.json").read_text())["epoch"]
@@ -330,9 +336,8 @@ def _fit_on_devices(config, plan, data, run_dir, eval_sets, monitor, state,
         basic_model.save(run_dir / "basic_model.keras")
     model.save(run_dir / "model.keras")
     if config.verbose:
-        images = steps * batch_size * len(history.epoch)
         print(f"Trained {len(history.epoch)} epoch(s) in {elapsed:.1f}s "
-              f"({images / elapsed:.1f} images/s, validation and checkpoints included); "
+              f"({result.images / elapsed:.1f} images/s, validation and checkpoints included); "
               f"run folder: {run_dir}")
         if best is not None and best.best_epoch is not None:
             print(f"Best epoch {best.best_epoch + 1}: {monitor} {best.best:.4f} "
