@@ -16,7 +16,9 @@ from typing import Annotated, Optional
 import typer
 
 from facekit import __version__
-from facekit.config import TrainConfig
+from facekit.augment import LEVELS
+from facekit.config import OPTIMIZERS, SCHEDULES, TrainConfig
+from facekit.export import FORMATS
 from facekit.errors import FacekitError
 from facekit.registry import KINDS, get_registry
 
@@ -29,46 +31,20 @@ ModelPath = Annotated[Path, typer.Option(
     help="basic_model.keras, a full model.keras, or a run folder.")]
 
 
-class Kind(str, Enum):
-    backbone = "backbone"
-    head = "head"
-    loss = "loss"
+def _choices(name: str, values) -> type[Enum]:
+    """A str Enum of ``values`` (member names equal values), so Typer lists the choices."""
+    return Enum(name, {value: value for value in values}, type=str)
 
 
-class Pooling(str, Enum):
-    gap = "gap"
-    flatten = "flatten"
-
-
-class SplitBy(str, Enum):
-    images = "images"
-    identities = "identities"
-
-
-class AugmentLevel(str, Enum):
-    none = "none"
-    flip = "flip"
-    light = "light"
-    strong = "strong"
-
-
-class Schedule(str, Enum):
-    constant = "constant"
-    cosine = "cosine"
-    exponential = "exponential"
-    step = "step"
-
-
-class SchedulePer(str, Enum):
-    step = "step"
-    epoch = "epoch"
-
-
-class Optimizer(str, Enum):
-    adamax = "adamax"
-    adam = "adam"
-    adamw = "adamw"
-    sgd = "sgd"
+# The choices come from the modules that own them, so they cannot drift apart.
+Kind = _choices("Kind", KINDS)
+Pooling = _choices("Pooling", ("gap", "flatten"))
+SplitBy = _choices("SplitBy", ("images", "identities"))
+AugmentLevel = _choices("AugmentLevel", LEVELS)
+Schedule = _choices("Schedule", SCHEDULES)
+SchedulePer = _choices("SchedulePer", ("step", "epoch"))
+Optimizer = _choices("Optimizer", OPTIMIZERS)
+ExportFormat = _choices("ExportFormat", FORMATS)
 
 
 def _version(value: bool) -> None:
@@ -376,12 +352,6 @@ def embed(
         table["embedding"] = list(vectors.astype("float32"))
         table.to_parquet(out, index=False)
         typer.echo(f"Wrote {len(vectors)} embeddings to {out}")
-
-
-class ExportFormat(str, Enum):
-    savedmodel = "savedmodel"
-    tflite = "tflite"
-    onnx = "onnx"
 
 
 @app.command()

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from facekit.errors import FacekitError
 
 FORMATS = ("savedmodel", "tflite", "onnx")
@@ -18,6 +16,8 @@ def export_model(model_path, fmt: str, out) -> Path:
     The exported model takes float32 images of raw [0, 255] pixels (batch,
     size, size, 3) and returns raw embeddings; preprocessing is inside it.
     """
+    import numpy as np
+
     from facekit.embedding import load_embedding_model
 
     if fmt not in FORMATS:
