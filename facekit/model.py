@@ -6,7 +6,6 @@ verification and deployment use; the *training model* adds the head.
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import json
 import zipfile
@@ -16,6 +15,7 @@ from typing import NamedTuple
 
 import keras
 
+from facekit.device import dtype_policy
 from facekit.errors import FacekitError
 from facekit.registry import Registry, get_registry
 
@@ -27,17 +27,6 @@ BASIC_MODEL = "basic_model"
 class FaceModels(NamedTuple):
     basic_model: keras.Model
     model: keras.Model
-
-
-@contextlib.contextmanager
-def float32_layers():
-    """Create layers in float32 whatever the global (mixed) precision policy."""
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy("float32")
-    try:
-        yield
-    finally:
-        keras.config.set_dtype_policy(previous)
 
 
 def build_model(num_classes: int, backbone: str = "mobilenetv2", head: str = "normdense", *,
@@ -69,7 +58,7 @@ def build_model(num_classes: int, backbone: str = "mobilenetv2", head: str = "no
     else:
         features = keras.layers.Flatten(name="pooling")(features)
     features = keras.layers.Dropout(dropout, name="dropout")(features)
-    with float32_layers():
+    with dtype_policy("float32"):  # embedding and head stay float32 under mixed precision
         embedding = keras.layers.Dense(embedding_size, name=EMBEDDING_LAYER)(features)
     basic_model = keras.Model(inputs, embedding, name=BASIC_MODEL)
 
@@ -77,7 +66,7 @@ def build_model(num_classes: int, backbone: str = "mobilenetv2", head: str = "no
     augmented = images
     for layer in augmentation_layers(augmentation, seed) if augmentation else []:
         augmented = layer(augmented)
-    with float32_layers():
+    with dtype_policy("float32"):  # so is the head: the loss gets float32 scores
         head_layer = head_component.build(
             num_classes, **parse_options(head_component, head_options))
         outputs = head_layer(basic_model(augmented))
