@@ -107,13 +107,6 @@ def decode_batch(items, image_size: int, read: bool = False):
                      fn_output_signature=tf.TensorSpec((image_size, image_size, 3), tf.uint8))
 
 
-def load_image(path, image_size: int):
-    """Decode any JPEG/PNG/BMP/GIF file to uint8 RGB of ``image_size``² pixels."""
-    import tensorflow as tf
-
-    return decode_image(tf.io.read_file(path), image_size)
-
-
 def decode_image(contents, image_size: int):
     """Decode encoded image bytes to uint8 RGB, resized to ``image_size``² when needed."""
     import tensorflow as tf
