@@ -8,32 +8,43 @@ from pathlib import Path
 import keras
 
 
+def _basic_model(callback) -> keras.Model:
+    """The basic model inside the training model, whichever stage's model that is."""
+    from facekit.model import BASIC_MODEL
+
+    return callback.model.get_layer(BASIC_MODEL)
+
+
 class VerificationCallback(keras.callbacks.Callback):
     """Run verification on each set after every epoch and log ``eval/<name>`` accuracies.
 
     Put it before the loggers: it adds its figures to the epoch's logs.
     """
 
-    def __init__(self, basic_model, sets, batch_size: int = 64):
+    def __init__(self, sets, basic_model=None, batch_size: int = 64):
         super().__init__()
-        self.basic_model, self.sets, self.batch_size = basic_model, sets, batch_size
+        self.sets, self.basic_model, self.batch_size = sets, basic_model, batch_size
 
     def on_epoch_end(self, epoch, logs=None):
         from facekit.evaluation import evaluate_set
 
+        basic_model = self.basic_model or _basic_model(self)
         for vset in self.sets:
-            result, _ = evaluate_set(self.basic_model, vset, batch_size=self.batch_size)
+            result, _ = evaluate_set(basic_model, vset, batch_size=self.batch_size)
             if logs is not None:
                 logs[f"eval/{vset.name}"] = result.accuracy
             print(f"\neval/{vset.name}: {result.accuracy:.4f} ± {result.accuracy_std:.4f}")
 
 
 class BestModelCheckpoint(keras.callbacks.Callback):
-    """Save the basic model when ``monitor`` improves; a NaN never counts as better."""
+    """Save the basic model when ``monitor`` improves; a NaN never counts as better.
 
-    def __init__(self, basic_model, path: Path, monitor: str):
+    One instance serves every stage of a run, so the best is the run's best.
+    """
+
+    def __init__(self, path: Path, monitor: str, basic_model=None):
         super().__init__()
-        self.basic_model, self.path, self.monitor = basic_model, Path(path), monitor
+        self.path, self.monitor, self.basic_model = Path(path), monitor, basic_model
         self.higher_is_better = "loss" not in monitor
         self.best = -math.inf if self.higher_is_better else math.inf
         self.best_epoch = None
@@ -47,7 +58,19 @@ class BestModelCheckpoint(keras.callbacks.Callback):
             return
         if value > self.best if self.higher_is_better else value < self.best:
             self.best, self.best_epoch = value, epoch
-            self.basic_model.save(self.path)
+            (self.basic_model or _basic_model(self)).save(self.path)
+
+
+class StageLog(keras.callbacks.Callback):
+    """Log the stage number with every epoch, so history files and plots show stages."""
+
+    def __init__(self, stage: int):
+        super().__init__()
+        self.stage = stage
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["stage"] = self.stage
 
 
 class HistoryFiles(keras.callbacks.Callback):
@@ -87,6 +110,12 @@ def plot_history(table, path: Path) -> None:
         if metric == "accuracy":
             for column in (c for c in table.columns if c.startswith("eval/")):
                 axis.plot(epochs, table[column], marker="s", label=f"{column} (verification)")
+        if "stage" in table:  # staged training: a dashed line where each stage begins
+            starts = table.index[table["stage"].diff().fillna(0) != 0]
+            for start in starts:
+                axis.axvline(epochs[start] - 0.5, color="gray", linestyle="--")
+                axis.annotate(f"stage {table['stage'][start]}", (epochs[start] - 0.5, 1),
+                              xycoords=("data", "axes fraction"), va="top", fontsize=8)
         axis.set(xlabel="epoch", title=metric)
         axis.legend()
     figure.tight_layout()

@@ -54,6 +54,8 @@ class EpochCheckpoint(keras.callbacks.Callback):
         self.model.save(temporary)
         os.replace(temporary, self.folder / name)
         state = {"epoch": epoch + 1, "checkpoint": name}
+        if "stage" in (logs or {}):
+            state["stage"] = int(logs["stage"])
         if self.best is not None and self.best.best_epoch is not None:
             state["best"] = {"value": self.best.best, "epoch": self.best.best_epoch}
         (self.folder / STATE_FILE).write_text(json.dumps(state, indent=2))

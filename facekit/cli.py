@@ -96,6 +96,7 @@ def list_plugins(
 
 @app.command()
 def train(
+    context: typer.Context,
     data: Annotated[Optional[Path], typer.Option(
         help="Folder of identity sub-folders (DATA/<identity>/<image>). "
              "Default: the built-in demo dataset.")] = None,
@@ -202,10 +203,46 @@ def train(
         help="Training batches used to recompute BatchNorm statistics at the end of each "
              "epoch (precise BN), so inference-mode embeddings are right even on short "
              "runs; 0 turns it off.")] = _DEFAULTS.bn_recalibration_batches,
+    init_from: Annotated[Optional[Path], typer.Option(
+        help="Start from these basic-model weights: a run folder, a .keras model or a "
+             ".weights.h5 file (same backbone and embedding size).")] = None,
+    freeze_backbone_epochs: Annotated[int, typer.Option(
+        help="Train the first N epochs with the backbone frozen, then unfreeze and go on "
+             "(part of --epochs).")] = 0,
+    freeze_basic_model_epochs: Annotated[int, typer.Option(
+        help="Train the first N epochs with the whole basic model frozen (only the head "
+             "learns), then unfreeze and go on (part of --epochs).")] = 0,
+    config_file: Annotated[Optional[Path], typer.Option(
+        "--config", help="A run.toml file of options, with [[stages]] for staged training; "
+                         "options given on the command line override it (in every stage). "
+                         "A run folder's config.toml reproduces that run.")] = None,
 ):
     """Train a model: backbone -> embedding -> head, with the chosen loss."""
+    from facekit.config import read_config_file
     from facekit.training import check_config
 
+    given = _given_options(context, {
+        "data": str(data) if data else None, "backbone": backbone, "head": head,
+        "loss": loss, "backbone_options": backbone_opt, "head_options": head_opt,
+        "loss_options": loss_opt, "image_size": image_size, "embedding_size": embedding_size,
+        "dropout": dropout, "pooling": pooling.value, "batch_size": batch_size,
+        "epochs": epochs, "steps_per_epoch": steps_per_epoch, "val_split": val_split,
+        "optimizer": optimizer.value, "lr": lr, "seed": seed,
+        "output": str(output) if output else None, "split_by": split_by.value,
+        "augment": augment.value, "flip": flip, "brightness": brightness,
+        "contrast": contrast, "saturation": saturation, "crop_scale": crop_scale,
+        "grayscale": grayscale, "bn_recalibration_batches": bn_recalibration,
+        "eval_pairs": [str(p) for p in eval_pairs], "eval_data": [str(d) for d in eval_data],
+        "eval_bins": [str(b) for b in eval_bin], "best_by": best_by,
+        "keep_checkpoints": keep_checkpoints, "deterministic": deterministic,
+        "mixed_precision": mixed_precision, "jit_compile": jit_compile, "devices": devices,
+        "weight_decay": weight_decay, "schedule": schedule.value,
+        "warmup_epochs": warmup_epochs, "decay_rate": decay_rate,
+        "step_epochs": _int_list(step_epochs, "--step-epochs"),
+        "schedule_per": schedule_per.value, "tensorboard": tensorboard,
+        "init_from": str(init_from) if init_from else None,
+        "freeze_backbone_epochs": freeze_backbone_epochs,
+        "freeze_basic_model_epochs": freeze_basic_model_epochs})
     if resume is not None:
         _quiet_tensorflow()
         from facekit.training import train as run_training
@@ -213,28 +250,25 @@ def train(
         overrides = {} if epochs is None else {"epochs": epochs}
         _exit_if_interrupted(run_training(resume=resume, **overrides))
         return
-    config = TrainConfig(
-        data=str(data) if data else None, backbone=backbone, head=head, loss=loss,
-        backbone_options=backbone_opt, head_options=head_opt, loss_options=loss_opt,
-        image_size=image_size, embedding_size=embedding_size, dropout=dropout,
-        pooling=pooling.value, batch_size=batch_size,
-        epochs=_DEFAULTS.epochs if epochs is None else epochs,
-        steps_per_epoch=steps_per_epoch, val_split=val_split, optimizer=optimizer.value,
-        lr=lr, seed=seed, output=str(output) if output else None, split_by=split_by.value,
-        augment=augment.value, flip=flip, brightness=brightness, contrast=contrast,
-        saturation=saturation, crop_scale=crop_scale, grayscale=grayscale,
-        bn_recalibration_batches=bn_recalibration, eval_pairs=[str(p) for p in eval_pairs],
-        eval_data=[str(d) for d in eval_data], eval_bins=[str(b) for b in eval_bin],
-        best_by=best_by, keep_checkpoints=keep_checkpoints, deterministic=deterministic,
-        mixed_precision=mixed_precision, jit_compile=jit_compile, devices=devices,
-        weight_decay=weight_decay, schedule=schedule.value, warmup_epochs=warmup_epochs,
-        decay_rate=decay_rate, step_epochs=_int_list(step_epochs, "--step-epochs"),
-        schedule_per=schedule_per.value, tensorboard=tensorboard)
+    base = TrainConfig.from_dict(read_config_file(config_file)) if config_file else TrainConfig()
+    config = base.with_overrides(**given)
     check_config(config, get_registry())  # fail fast, before TensorFlow loads
     _quiet_tensorflow()
     from facekit.training import train as run_training
 
     _exit_if_interrupted(run_training(config))
+
+
+def _given_options(context: typer.Context, values: dict) -> dict:
+    """The options typed on the command line (those override a --config file)."""
+    names = {"backbone_opt": "backbone_options", "head_opt": "head_options",
+             "loss_opt": "loss_options", "bn_recalibration": "bn_recalibration_batches",
+             "eval_bin": "eval_bins"}
+    # By name: recent Typer versions carry their own copy of click's ParameterSource.
+    given = {names.get(name, name) for name in context.params
+             if getattr(context.get_parameter_source(name), "name", None)
+             in ("COMMANDLINE", "ENVIRONMENT")}
+    return {key: value for key, value in values.items() if key in given}
 
 
 def _int_list(text: str | None, option: str) -> list[int]:

@@ -1,14 +1,22 @@
-"""The training configuration: one dataclass shared by the CLI and the Python API."""
+"""The training configuration: one dataclass shared by the CLI, the Python API and
+run.toml files (top-level keys are the fields; ``[[stages]]`` tables list stages)."""
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from facekit.errors import FacekitError
 
 OPTIMIZERS = ("adamax", "adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine", "exponential", "step")
+FROZEN = ("none", "backbone", "basic_model")
+# What may change from one stage to the next; the rest (data, backbone, batch...) is the run's.
+STAGE_FIELDS = ("head", "loss", "head_options", "loss_options", "epochs", "optimizer", "lr",
+                "weight_decay", "schedule", "warmup_epochs", "decay_rate", "step_epochs",
+                "schedule_per", "frozen", "freeze_backbone_epochs",
+                "freeze_basic_model_epochs", "bn_recalibration_batches")
 
 
 @dataclass
@@ -59,6 +67,11 @@ class TrainConfig:
     jit_compile: bool | None = None  # XLA; None lets Keras decide
     devices: str | None = None  # None/"auto": every GPU; or "gpu:0,gpu:1", "cpu:0,cpu:1"
     best_by: str | None = None  # None: val_accuracy with a validation split, else the last
+    init_from: str | None = None  # basic-model weights to start from (run folder or file)
+    frozen: str = "none"  # none | backbone | basic_model: what this stage does not train
+    freeze_backbone_epochs: int = 0  # first train with the backbone frozen for N epochs
+    freeze_basic_model_epochs: int = 0  # ... or with the whole basic model frozen
+    stages: list = field(default_factory=list)  # dicts of STAGE_FIELDS, run in order
     verbose: int = 1
 
     def validate(self) -> None:
@@ -96,10 +109,69 @@ class TrainConfig:
              f"--keep-checkpoints must be at least 1, got {self.keep_checkpoints}."),
             (self.bn_recalibration_batches >= 0,
              f"--bn-recalibration must be 0 or more, got {self.bn_recalibration_batches}."),
+            (self.frozen in FROZEN,
+             f"frozen must be one of {', '.join(FROZEN)}, got '{self.frozen}'."),
+            (min(self.freeze_backbone_epochs, self.freeze_basic_model_epochs) >= 0,
+             "--freeze-backbone-epochs and --freeze-basic-model-epochs must be 0 or more."),
+            (isinstance(self.stages, list) and all(isinstance(s, dict) for s in self.stages),
+             "stages must be a list of tables ([[stages]] in a config file)."),
         ]
         for ok, message in checks:
             if not ok:
                 raise FacekitError(message)
+        if self.stages or self.freeze_backbone_epochs or self.freeze_basic_model_epochs:
+            for stage in self.stage_configs():
+                stage.validate()
+
+    def stage_configs(self) -> list["TrainConfig"]:
+        """The run's stages in order, each a whole configuration.
+
+        Without ``stages`` the run is one stage.  ``freeze_*_epochs`` N turns a
+        stage into N frozen epochs followed by the rest of its epochs unfrozen.
+        """
+        for number, stage in enumerate(self.stages, 1):
+            unknown = sorted(set(stage) - set(STAGE_FIELDS))
+            if unknown:
+                raise FacekitError(
+                    f"Stage {number} sets {', '.join(unknown)}, which cannot change between "
+                    f"stages; set it at the top of the config file. A stage may set: "
+                    f"{', '.join(STAGE_FIELDS)}.")
+        stages = [dataclasses.replace(self, stages=[], **stage) for stage in self.stages]
+        expanded = []
+        for stage in stages or [dataclasses.replace(self, stages=[])]:
+            frozen_epochs = {"backbone": stage.freeze_backbone_epochs,
+                             "basic_model": stage.freeze_basic_model_epochs}
+            frozen_epochs = {part: n for part, n in frozen_epochs.items() if n}
+            if not frozen_epochs:
+                expanded.append(stage)
+                continue
+            if len(frozen_epochs) > 1:
+                raise FacekitError("Give either --freeze-backbone-epochs or "
+                                   "--freeze-basic-model-epochs, not both.")
+            (part, n), = frozen_epochs.items()
+            if n >= stage.epochs:
+                raise FacekitError(
+                    f"--freeze-{part.replace('_', '-')}-epochs ({n}) must be less than "
+                    f"--epochs ({stage.epochs}): the unfrozen epochs follow the frozen ones.")
+            unfrozen = dataclasses.replace(stage, freeze_backbone_epochs=0,
+                                           freeze_basic_model_epochs=0)
+            expanded += [dataclasses.replace(unfrozen, epochs=n, frozen=part),
+                         dataclasses.replace(unfrozen, epochs=stage.epochs - n)]
+        return expanded
+
+    @property
+    def total_epochs(self) -> int:
+        return sum(stage.epochs for stage in self.stage_configs())
+
+    def with_overrides(self, **options) -> "TrainConfig":
+        """Options given on the command line (or to ``facekit.train``) win everywhere:
+        at the top level and in this configuration's stages.  New ``stages`` given
+        with them are taken as written, the other options being their defaults."""
+        if "stages" in options:
+            return dataclasses.replace(self, **options)
+        staged = {key: value for key, value in options.items() if key in STAGE_FIELDS}
+        stages = [{**stage, **staged} for stage in self.stages]
+        return dataclasses.replace(self, **options, stages=stages)
 
     def augmentation(self):
         from facekit.augment import resolve_augmentation
@@ -119,3 +191,42 @@ class TrainConfig:
             raise FacekitError(f"Unknown training option(s): {', '.join(unknown)}; "
                                f"valid ones: {', '.join(sorted(known))}.")
         return cls(**data)
+
+
+def read_config_file(path: str | Path) -> dict:
+    """The options of a run.toml file (dashes in keys allowed, as on the command line)."""
+    import tomllib
+
+    path = Path(path)
+    if path.is_dir():
+        path = path / "config.toml"
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise FacekitError(f"The config file '{path}' does not exist.") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise FacekitError(f"The config file '{path}' is not valid TOML: {exc}.") from None
+    data = _underscored(data)
+    data["stages"] = [_underscored(stage) for stage in data.get("stages", [])]
+    return data
+
+
+def write_config_file(config: TrainConfig, path: Path) -> None:
+    """Save ``config`` as TOML, so ``facekit train --config PATH`` runs it again."""
+    import tomli_w
+
+    data = {k: v for k, v in config.to_dict().items() if k != "output"}
+    Path(path).write_text(tomli_w.dumps(_without_none(data)))
+
+
+def _underscored(table: dict) -> dict:
+    return {key.replace("-", "_"): value for key, value in table.items()}
+
+
+def _without_none(value):
+    """TOML has no null: an option left at None is simply not written."""
+    if isinstance(value, dict):
+        return {k: _without_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_none(v) for v in value]
+    return value

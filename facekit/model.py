@@ -34,17 +34,24 @@ def build_model(num_classes: int, backbone: str = "mobilenetv2", head: str = "no
                 pooling: str = "gap", backbone_options: dict | None = None,
                 head_options: dict | None = None, augmentation=None, seed: int = 0,
                 registry: Registry | None = None) -> FaceModels:
-    """Build the basic (embedding) model and the training model around it.
+    """Build the basic (embedding) model and the training model around it."""
+    basic_model = build_basic_model(
+        backbone, image_size=image_size, embedding_size=embedding_size, dropout=dropout,
+        pooling=pooling, backbone_options=backbone_options, registry=registry)
+    return FaceModels(basic_model, build_training_model(
+        basic_model, num_classes, head, head_options=head_options,
+        augmentation=augmentation, seed=seed, registry=registry))
 
-    The training model is image -> augmentation layers -> basic model -> head;
-    the augmentation layers (see facekit.augment) act only while training.
-    """
-    from facekit.augment import augmentation_layers
+
+def build_basic_model(backbone: str = "mobilenetv2", *, image_size: int = 112,
+                      embedding_size: int = 512, dropout: float = 0.1, pooling: str = "gap",
+                      backbone_options: dict | None = None,
+                      registry: Registry | None = None) -> keras.Model:
+    """image [0, 255] -> backbone -> pooling -> dropout -> float32 embedding."""
     from facekit.options import parse_options
 
     registry = registry or get_registry()
     backbone_component = registry.get("backbone", backbone)
-    head_component = registry.get("head", head)
     if pooling not in ("gap", "flatten"):
         raise FacekitError(f"Unknown pooling '{pooling}'; use gap or flatten.")
     input_shape = (image_size, image_size, 3)
@@ -60,9 +67,23 @@ def build_model(num_classes: int, backbone: str = "mobilenetv2", head: str = "no
     features = keras.layers.Dropout(dropout, name="dropout")(features)
     with dtype_policy("float32"):  # embedding and head stay float32 under mixed precision
         embedding = keras.layers.Dense(embedding_size, name=EMBEDDING_LAYER)(features)
-    basic_model = keras.Model(inputs, embedding, name=BASIC_MODEL)
+    return keras.Model(inputs, embedding, name=BASIC_MODEL)
 
-    images = keras.Input(shape=input_shape, name="image")
+
+def build_training_model(basic_model: keras.Model, num_classes: int, head: str = "normdense",
+                         *, head_options: dict | None = None, augmentation=None,
+                         seed: int = 0, registry: Registry | None = None) -> keras.Model:
+    """image -> augmentation layers -> basic model -> a new head.
+
+    The augmentation layers (see facekit.augment) act only while training.
+    Staged training calls this again to put a new head on a trained basic model.
+    """
+    from facekit.augment import augmentation_layers
+    from facekit.options import parse_options
+
+    registry = registry or get_registry()
+    head_component = registry.get("head", head)
+    images = keras.Input(shape=basic_model.input_shape[1:], name="image")
     augmented = images
     for layer in augmentation_layers(augmentation, seed) if augmentation else []:
         augmented = layer(augmented)
@@ -70,8 +91,46 @@ def build_model(num_classes: int, backbone: str = "mobilenetv2", head: str = "no
         head_layer = head_component.build(
             num_classes, **parse_options(head_component, head_options))
         outputs = head_layer(basic_model(augmented))
-    model = keras.Model(images, outputs, name="face_model")
-    return FaceModels(basic_model, model)
+    return keras.Model(images, outputs, name="face_model")
+
+
+def freeze(basic_model: keras.Model, part: str) -> None:
+    """Make ``part`` (none, backbone or basic_model) untrainable and the rest trainable.
+
+    Keras takes a change of ``trainable`` into account at the next ``compile``.
+    A frozen BatchNorm layer also runs in inference mode, so its statistics stay.
+    """
+    basic_model.trainable = part != "basic_model"
+    if part == "backbone":
+        basic_model.get_layer(BACKBONE_LAYER).trainable = False
+
+
+def init_basic_model(basic_model: keras.Model, source: str | Path) -> None:
+    """Load the weights of a trained basic model into ``basic_model`` (staged training).
+
+    ``source`` is a run folder, a ``.keras`` model (basic or full) or a
+    ``.weights.h5`` file of a basic model with the same architecture.
+    """
+    source = Path(source)
+    if source.is_dir():
+        source = source / "basic_model.keras"
+    if not source.is_file():
+        raise FacekitError(f"--init-from '{source}' does not exist; pass a run folder, a "
+                           ".keras model or a .weights.h5 file.")
+    try:
+        if source.name.endswith(".weights.h5"):
+            basic_model.load_weights(source)
+            return
+        if source.suffix != ".keras":
+            raise FacekitError(f"--init-from '{source}' is neither a .keras model nor a "
+                               ".weights.h5 file.")
+        trained = embedding_model(load_model(source))
+        basic_model.set_weights(trained.get_weights())
+    except ValueError as exc:
+        raise FacekitError(
+            f"The weights in '{source}' do not fit this run's basic model; use the "
+            f"--backbone, its options and --embedding-size it was trained with "
+            f"({str(exc).splitlines()[0]}).") from None
 
 
 def embedding_model(model: keras.Model) -> keras.Model:

@@ -11,10 +11,12 @@ from pathlib import Path
 
 import numpy as np
 
-from facekit.config import TrainConfig
+from facekit.config import TrainConfig, read_config_file, write_config_file
 from facekit.errors import FacekitError
 from facekit.options import parse_options
 from facekit.registry import Registry, get_registry
+
+CONFIG_FILE = "config.toml"  # the resolved configuration: facekit train --config RUN/config.toml
 
 
 @dataclass
@@ -37,22 +39,48 @@ class TrainResult:
 
 
 @dataclass
-class _Plan:
-    """The checked components and their parsed options."""
+class Stage:
+    """One stage of a run: its whole configuration (plugin options parsed) and loss."""
 
-    backbone_options: dict
-    head_options: dict
+    config: TrainConfig
     loss_factory: object
-    loss_options: dict
+    first_epoch: int  # epochs of the run before this stage
+
+    @property
+    def end_epoch(self) -> int:
+        return self.first_epoch + self.config.epochs
 
 
-def check_config(config: TrainConfig, registry: Registry) -> _Plan:
-    """Validate everything that can be checked without TensorFlow."""
+def check_config(config: TrainConfig, registry: Registry) -> tuple[TrainConfig, list[Stage]]:
+    """Validate everything that can be checked without TensorFlow.
+
+    Returns the configuration with its plugin options parsed and typed (what
+    the run records) and its stages.
+    """
     config.validate()
     if config.tensorboard and importlib.util.find_spec("tensorboard") is None:
         raise FacekitError("--tensorboard needs the tensorboard package (TensorFlow no longer "
                            "ships it): pip install 'facekit[tensorboard]'.")
-    backbone = registry.get("backbone", config.backbone)
+    backbone_options = parse_options(registry.get("backbone", config.backbone),
+                                     config.backbone_options)
+    stages, first_epoch = [], 0
+    for stage in config.stage_configs():
+        head, loss = _check_head_and_loss(stage, registry)
+        stage = dataclasses.replace(
+            stage, backbone_options=backbone_options,
+            head_options=parse_options(head, stage.head_options),
+            loss_options=parse_options(loss, stage.loss_options))
+        stages.append(Stage(stage, loss, first_epoch))
+        first_epoch += stage.epochs
+    top_head, top_loss = _check_head_and_loss(config, registry)
+    resolved = dataclasses.replace(
+        config, backbone_options=backbone_options,
+        head_options=parse_options(top_head, config.head_options),
+        loss_options=parse_options(top_loss, config.loss_options))
+    return resolved, stages
+
+
+def _check_head_and_loss(config: TrainConfig, registry: Registry):
     head = registry.get("head", config.head)
     loss = registry.get("loss", config.loss)
     if head.outputs != loss.expects:
@@ -62,30 +90,26 @@ def check_config(config: TrainConfig, registry: Registry) -> _Plan:
             f"The head '{head.name}' outputs {head.outputs} but the loss '{loss.name}' expects "
             f"{loss.expects}; use --head {' or --head '.join(fitting) or '<a ' + loss.expects + ' head>'}"
             f" with this loss.")
-    return _Plan(parse_options(backbone, config.backbone_options),
-                 parse_options(head, config.head_options), loss,
-                 parse_options(loss, config.loss_options))
+    return head, loss
 
 
 def train(config: TrainConfig | None = None, *, resume: str | Path | None = None,
           callbacks: list | None = None, **options) -> TrainResult:
-    """Train a face model; ``options`` are TrainConfig fields and override ``config``.
+    """Train a face model; ``options`` are TrainConfig fields and override ``config``
+    (in every stage too).
 
     With ``resume`` (a run folder) the run continues from its last checkpoint
     with its saved configuration; ``options`` may still change, say, ``epochs``.
-    ``callbacks`` are extra Keras callbacks, run after facekit's own.
+    ``callbacks`` are extra Keras callbacks, run after facekit's own in every stage.
     """
     state = None
     if resume is not None:
         config, state = _resume_config(Path(resume), options)
     else:
-        config = dataclasses.replace(config or TrainConfig(), **options)
-    registry = get_registry()
-    plan = check_config(config, registry)
-    config.augmentation()  # checks the augmentation options
-    config = dataclasses.replace(  # the resolved, typed options are what the run records
-        config, backbone_options=plan.backbone_options, head_options=plan.head_options,
-        loss_options=plan.loss_options)
+        config = (config or TrainConfig()).with_overrides(**options)
+    config, stages = check_config(config, get_registry())
+    for stage in stages:
+        stage.config.augmentation()  # checks the augmentation options
 
     from facekit.demo_data import demo_dataset_dir
 
@@ -95,27 +119,43 @@ def train(config: TrainConfig | None = None, *, resume: str | Path | None = None
     monitor = best_model_monitor(config, data.val_images > 0, eval_sets)
     run_dir = Path(resume) if resume is not None else _make_run_dir(config.output)
     _write_json(run_dir / "classes.json", data.classes)
-    _write_json(run_dir / "config.json", {**config.to_dict(), "data": str(data_dir)})
+    write_config_file(dataclasses.replace(config, data=str(data_dir.resolve())),
+                      run_dir / CONFIG_FILE)
     if data.skipped:
         _write_skipped(run_dir / "skipped_files.csv", data.skipped)
     if config.verbose:
         print(data.summary + (f"\n(listed in {run_dir / 'skipped_files.csv'})"
                               if data.skipped else ""))
-    return _fit(config, plan, data, run_dir, eval_sets, monitor, state, callbacks or [])
+        if len(stages) > 1:
+            print(describe_stages(stages))
+    return _fit(config, stages, data, run_dir, eval_sets, monitor, state, callbacks or [])
+
+
+def describe_stages(stages: list[Stage]) -> str:
+    lines = [f"{len(stages)} stages:"]
+    for number, stage in enumerate(stages, 1):
+        c = stage.config
+        frozen = "" if c.frozen == "none" else f", {c.frozen} frozen"
+        lines.append(f"  {number}. epochs {stage.first_epoch + 1}-{stage.end_epoch}: "
+                     f"{c.head} head, {c.loss} loss, {c.optimizer}{frozen}")
+    return "\n".join(lines)
 
 
 def _resume_config(run_dir: Path, options: dict) -> tuple[TrainConfig, dict]:
     from facekit.checkpoints import read_state
 
-    if not (run_dir / "config.json").is_file():
-        raise FacekitError(f"'{run_dir}' is not a facekit run folder (no config.json).")
+    if not (run_dir / CONFIG_FILE).is_file():
+        raise FacekitError(f"'{run_dir}' is not a facekit run folder (no {CONFIG_FILE}).")
     state = read_state(run_dir)
     if state is None:
         raise FacekitError(f"'{run_dir}' has no checkpoint yet (no epoch finished); start "
                            "the run again instead of resuming it.")
-    saved = json.loads((run_dir / "config.json").read_text())
-    config = TrainConfig.from_dict({**saved, **options, "output": str(run_dir)})
-    if state["epoch"] >= config.epochs:
+    saved = TrainConfig.from_dict(read_config_file(run_dir / CONFIG_FILE))
+    if saved.stages and "epochs" in options:
+        raise FacekitError("--epochs cannot change a run with stages on resume; each stage "
+                           f"keeps its epochs (see {run_dir / CONFIG_FILE}).")
+    config = saved.with_overrides(**options, output=str(run_dir))
+    if state["epoch"] >= config.total_epochs:
         raise FacekitError(f"'{run_dir}' has already trained {state['epoch']} epoch(s); pass "
                            f"--epochs with more than {state['epoch']} to continue.")
     return config, state
@@ -237,24 +277,23 @@ def best_model_monitor(config: TrainConfig, has_validation: bool, eval_sets) -> 
     return config.best_by
 
 
-def _fit(config, plan, data: DataPlan, run_dir, eval_sets, monitor, state,
+def _fit(config, stages, data: DataPlan, run_dir, eval_sets, monitor, state,
          extra_callbacks) -> TrainResult:
     from facekit.device import dtype_policy, setup_devices
 
     devices = setup_devices(config.devices, config.mixed_precision)  # before other TF work
     with dtype_policy(devices.policy), devices.strategy.scope():
-        return _fit_on_devices(config, plan, data, run_dir, eval_sets, monitor, state,
+        return _fit_on_devices(config, stages, data, run_dir, eval_sets, monitor, state,
                                devices, extra_callbacks)
 
 
-def _fit_on_devices(config, plan, data, run_dir, eval_sets, monitor, state,
+def _fit_on_devices(config, stages, data, run_dir, eval_sets, monitor, state,
                     devices, extra_callbacks) -> TrainResult:
     import keras
 
-    from facekit.batchnorm import BatchNormRecalibration
-    from facekit.callbacks import BestModelCheckpoint, HistoryFiles, VerificationCallback
-    from facekit.checkpoints import EpochCheckpoint, StopOnSignal, checkpoint_dir, has_nan
-    from facekit.model import BASIC_MODEL, build_model, load_model
+    from facekit.callbacks import BestModelCheckpoint
+    from facekit.checkpoints import StopOnSignal, checkpoint_dir, has_nan
+    from facekit.model import BASIC_MODEL, load_model
 
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:
@@ -263,86 +302,136 @@ def _fit_on_devices(config, plan, data, run_dir, eval_sets, monitor, state,
         tf.config.experimental.enable_op_determinism()
     batch_size = min(config.batch_size, data.train_images)
     steps = config.steps_per_epoch or max(1, data.train_images // batch_size)
-    initial_epoch = 0
-    if state is not None:  # resume: weights, optimizer state and step from the checkpoint
-        model = load_model(checkpoint_dir(run_dir) / state["checkpoint"], compile=True)
-        basic_model = model.get_layer(BASIC_MODEL)
-        initial_epoch = state["epoch"]
-    else:
-        basic_model, model = build_model(
-            len(data.classes), config.backbone, config.head, image_size=config.image_size,
-            embedding_size=config.embedding_size, dropout=config.dropout,
-            pooling=config.pooling, backbone_options=plan.backbone_options,
-            head_options=plan.head_options, augmentation=config.augmentation(),
-            seed=config.seed)
-        model.compile(optimizer=_optimizer(config, steps),
-                      loss=plan.loss_factory.build(**plan.loss_options),
-                      metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-                      jit_compile="auto" if config.jit_compile is None else config.jit_compile)
     if config.verbose and devices.replicas > 1:
         print(f"Training on {devices.replicas} devices (MirroredStrategy), global batch "
-              f"{min(config.batch_size, data.train_images)}")
-    train_data, val_data = data.datasets(config.image_size, batch_size, config.seed,
-                                         skip_batches=initial_epoch * steps,
-                                         deterministic=config.deterministic)
-    val_steps = -(-data.val_images // batch_size) if val_data is not None else None
-    if devices.replicas > 1:
-        # With validation_steps, Keras 3.15 raised StopIteration from the distributed
-        # validation data under MirroredStrategy (seen in tests): run it to its end.
-        val_steps = None
-    # Order matters: a signal stops the epoch first; statistics are recalibrated
-    # before verification; every figure is in the logs before the checkpoints
-    # and the CSV read them.
+              f"{batch_size}")
+    done = state["epoch"] if state is not None else 0
+    # Shared by every stage: a signal stops the whole run, and the best model is the run's.
     stopper = StopOnSignal()
-    callbacks = [stopper, keras.callbacks.TerminateOnNaN()]
-    if config.bn_recalibration_batches:
-        callbacks.append(BatchNormRecalibration(  # never more batches than an epoch has
-            basic_model, train_data, min(config.bn_recalibration_batches, steps), steps))
-    if eval_sets:
-        callbacks.append(VerificationCallback(basic_model, eval_sets))
     best = None
     if monitor:
-        best = BestModelCheckpoint(basic_model, run_dir / "basic_model.keras", monitor)
+        best = BestModelCheckpoint(run_dir / "basic_model.keras", monitor)
         if state is not None and "best" in state:
             best.best, best.best_epoch = state["best"]["value"], state["best"]["epoch"]
-        callbacks.append(best)
-    callbacks += [EpochCheckpoint(run_dir, config.keep_checkpoints, stopper, best),
-                  keras.callbacks.CSVLogger(str(run_dir / "history.csv"),
-                                            append=state is not None),
-                  HistoryFiles(run_dir)]
-    if config.tensorboard:
-        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard")))
-    callbacks += extra_callbacks
-    started = time.perf_counter()
-    history = model.fit(train_data, epochs=config.epochs, initial_epoch=initial_epoch,
-                        steps_per_epoch=steps, validation_data=val_data,
-                        validation_steps=val_steps, shuffle=False, verbose=config.verbose,
-                        callbacks=callbacks)
+    model, history, started = None, {}, time.perf_counter()
+    for number, stage in enumerate(stages, 1):
+        if done >= stage.end_epoch:
+            continue
+        if model is None and state is not None:  # resume: weights, optimizer state and step
+            model = load_model(checkpoint_dir(run_dir) / state["checkpoint"],
+                               compile=done > stage.first_epoch)
+        if done <= stage.first_epoch:  # the stage starts now: its head, freezing, optimizer
+            previous = stages[number - 2].config if number > 1 else None
+            model = _stage_model(config, stage.config, model, previous, len(data.classes))
+            model.compile(optimizer=_optimizer(stage.config, steps),
+                          loss=stage.loss_factory.build(**stage.config.loss_options),
+                          metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+                          jit_compile="auto" if config.jit_compile is None
+                          else config.jit_compile)
+        first = max(done, stage.first_epoch)
+        train_data, val_data = data.datasets(config.image_size, batch_size, config.seed,
+                                             skip_batches=first * steps,
+                                             deterministic=config.deterministic)
+        callbacks = _stage_callbacks(stage.config, number, len(stages), model, train_data,
+                                     steps, run_dir, eval_sets, stopper, best,
+                                     append=state is not None or first > 0)
+        # With validation_steps, Keras 3.15 raised StopIteration from the distributed
+        # validation data under MirroredStrategy (seen in tests): run it to its end.
+        val_steps = (-(-data.val_images // batch_size)
+                     if val_data is not None and devices.replicas == 1 else None)
+        fitted = model.fit(train_data, epochs=stage.end_epoch, initial_epoch=first,
+                           steps_per_epoch=steps, validation_data=val_data,
+                           validation_steps=val_steps, shuffle=False, verbose=config.verbose,
+                           callbacks=callbacks + extra_callbacks)
+        for key, values in fitted.history.items():
+            history.setdefault(key, []).extend(float(v) for v in values)
+        done = first + len(fitted.epoch)
+        if stopper.signal_name or has_nan({k: v[-1] for k, v in fitted.history.items() if v}):
+            break
     elapsed = time.perf_counter() - started
-    result = TrainResult(run_dir, {k: [float(v) for v in vals]
-                                   for k, vals in history.history.items()},
-                         interrupted=stopper.signal_name, seconds=elapsed,
-                         images=steps * batch_size * len(history.epoch))
-    last_logs = {k: v[-1] for k, v in result.history.items() if v}
-    if stopper.signal_name or has_nan(last_logs):
-        done = (json.loads((checkpoint_dir(run_dir) / "state.json").read_text())["epoch"]
-                if (checkpoint_dir(run_dir) / "state.json").exists() else 0)
+    epochs_run = done - (state["epoch"] if state is not None else 0)
+    result = TrainResult(run_dir, history, interrupted=stopper.signal_name, seconds=elapsed,
+                         images=steps * batch_size * epochs_run)
+    if done < stages[-1].end_epoch:  # stopped by a signal or a NaN loss
+        saved = (json.loads((checkpoint_dir(run_dir) / "state.json").read_text())["epoch"]
+                 if (checkpoint_dir(run_dir) / "state.json").exists() else 0)
         reason = stopper.signal_name or "NaN loss"
-        print(f"\nStopped by {reason}; the last good checkpoint is epoch {done}. Continue with: "
-              f"facekit train --resume {run_dir}")
+        print(f"\nStopped by {reason}; the last good checkpoint is epoch {saved}. Continue "
+              f"with: facekit train --resume {run_dir}")
         return result
+    basic_model = model.get_layer(BASIC_MODEL)
     basic_model.save(run_dir / "basic_model_last.keras")
     if best is None or best.best_epoch is None:
         basic_model.save(run_dir / "basic_model.keras")
     model.save(run_dir / "model.keras")
     if config.verbose:
-        print(f"Trained {len(history.epoch)} epoch(s) in {elapsed:.1f}s "
+        print(f"Trained {epochs_run} epoch(s) in {elapsed:.1f}s "
               f"({result.images / elapsed:.1f} images/s, validation and checkpoints included); "
               f"run folder: {run_dir}")
         if best is not None and best.best_epoch is not None:
             print(f"Best epoch {best.best_epoch + 1}: {monitor} {best.best:.4f} "
                   f"(basic_model.keras)")
     return result
+
+
+def _stage_model(config: TrainConfig, stage: TrainConfig, model, previous: TrainConfig | None,
+                 num_classes: int):
+    """The training model of a stage that starts now.
+
+    The basic model carries over from the previous stage (or is built, and
+    loaded from ``init_from``); so does the head when the stage keeps it.
+    """
+    from facekit.model import (BASIC_MODEL, build_basic_model, build_training_model, freeze,
+                               init_basic_model)
+
+    if model is None:
+        basic_model = build_basic_model(
+            config.backbone, image_size=config.image_size,
+            embedding_size=config.embedding_size, dropout=config.dropout,
+            pooling=config.pooling, backbone_options=config.backbone_options)
+        if config.init_from:
+            init_basic_model(basic_model, config.init_from)
+    else:
+        basic_model = model.get_layer(BASIC_MODEL)
+    same_head = (previous is not None and previous.head == stage.head
+                 and previous.head_options == stage.head_options)
+    if model is None or not same_head:
+        model = build_training_model(basic_model, num_classes, stage.head,
+                                     head_options=stage.head_options,
+                                     augmentation=config.augmentation(), seed=config.seed)
+    freeze(basic_model, stage.frozen)
+    return model
+
+
+def _stage_callbacks(stage: TrainConfig, number: int, stages: int, model, train_data,
+                     steps: int, run_dir: Path, eval_sets, stopper, best, append: bool):
+    """facekit's callbacks for one stage, in order: a signal stops the epoch first;
+    statistics are recalibrated before verification; every figure is in the logs
+    before the checkpoints and the history files read them."""
+    import keras
+
+    from facekit.batchnorm import BatchNormRecalibration
+    from facekit.callbacks import HistoryFiles, StageLog, VerificationCallback
+    from facekit.checkpoints import EpochCheckpoint
+    from facekit.model import BASIC_MODEL
+
+    callbacks = [stopper, keras.callbacks.TerminateOnNaN()]
+    if stages > 1:
+        callbacks.append(StageLog(number))
+    if stage.bn_recalibration_batches and stage.frozen == "none":  # frozen BN statistics stay
+        callbacks.append(BatchNormRecalibration(  # never more batches than an epoch has
+            model.get_layer(BASIC_MODEL), train_data,
+            min(stage.bn_recalibration_batches, steps), steps))
+    if eval_sets:
+        callbacks.append(VerificationCallback(eval_sets))
+    if best is not None:
+        callbacks.append(best)
+    callbacks += [EpochCheckpoint(run_dir, stage.keep_checkpoints, stopper, best),
+                  keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=append),
+                  HistoryFiles(run_dir)]
+    if stage.tensorboard:
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard")))
+    return callbacks
 
 
 def _optimizer(config: TrainConfig, steps_per_epoch: int):

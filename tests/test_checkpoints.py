@@ -77,7 +77,7 @@ def test_sigint_stops_after_a_checkpoint_and_the_run_resumes(tmp_path, tiny_face
 def test_nan_epoch_never_overwrites_checkpoint_or_best_model(tmp_path):
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
     checkpoint = EpochCheckpoint(tmp_path)
-    best = BestModelCheckpoint(model, tmp_path / "best.keras", "val_accuracy")
+    best = BestModelCheckpoint(tmp_path / "best.keras", "val_accuracy", basic_model=model)
     for callback in (checkpoint, best):
         callback.set_model(model)
     best.on_epoch_end(0, {"val_accuracy": 0.5})

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import facekit
-from facekit.config import TrainConfig
+from facekit.config import TrainConfig, read_config_file
 from tests.conftest import TINY_TRAIN, run_facekit
 
 
@@ -18,11 +18,11 @@ def test_train_writes_the_run_folder(tmp_path, tiny_faces, tinynet_plugin, head,
                            output=str(tmp_path / "run"), val_split=0.2, **TINY_TRAIN)
     run = result.run_dir
     for name in ("basic_model.keras", "model.keras", "classes.json", "history.csv",
-                 "config.json"):
+                 "config.toml"):
         assert (run / name).is_file(), name
     assert json.loads((run / "classes.json").read_text()) == [
         "person_000", "person_001", "person_002", "person_003"]
-    config = json.loads((run / "config.json").read_text())
+    config = read_config_file(run / "config.toml")
     assert (config["head"], config["loss"], config["data"]) == (head, loss, str(tiny_faces))
     with open(run / "history.csv") as f:
         rows = list(csv.DictReader(f))
@@ -96,7 +96,7 @@ def test_cli_train_end_to_end(tmp_path, tiny_faces):
                          "--augment", "light", "--no-flip",
                          "--embedding-size", "16", "--output", str(tmp_path / "run"))
     assert result.returncode == 0, result.stderr[-3000:]
-    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    config = read_config_file(tmp_path / "run" / "config.toml")
     assert config["loss_options"] == {"scale": 16.0}
     assert (config["augment"], config["flip"]) == ("light", False)
     assert (tmp_path / "run" / "basic_model.keras").is_file()
