@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 
 import keras
+import numpy as np
 
 
 def _basic_model(callback) -> keras.Model:
@@ -73,26 +74,71 @@ class StageLog(keras.callbacks.Callback):
             logs["stage"] = self.stage
 
 
-class HistoryFiles(keras.callbacks.Callback):
-    """After each epoch, ``history.json`` and a ``training.png`` of the loss and accuracy.
+class AverageStatistics(keras.callbacks.Callback):
+    """Average the non-trainable weights (BatchNorm statistics) over the workers
+    at each epoch end: each worker updates them from its own data, while the
+    strategy keeps only the trainable weights in step."""
 
-    Both are made from ``history.csv`` (put this after the CSV logger), so a
-    resumed run's files cover all of its epochs.
+    def __init__(self, strategy):
+        super().__init__()
+        self.strategy = strategy
+
+    def on_epoch_end(self, epoch, logs=None):
+        variables = [v for v in self.model.non_trainable_variables
+                     if "float" in str(v.dtype)]
+        if not variables:
+            return
+        ops = keras.ops
+        flat = lambda: ops.concatenate([ops.reshape(ops.cast(v.value, "float32"), [-1])
+                                        for v in variables])  # one collective for all
+        local = self.strategy.experimental_distribute_values_from_function(lambda _: flat())
+        mean = self.strategy.reduce("MEAN", local, axis=None)
+        start = 0
+        for variable in variables:
+            size = int(np.prod(variable.shape))
+            variable.assign(ops.cast(ops.reshape(mean[start:start + size], variable.shape),
+                                     variable.dtype))
+            start += size
+
+
+class HistoryFiles(keras.callbacks.Callback):
+    """After each epoch, ``history.csv``, ``history.json`` and a ``training.png`` of
+    the loss and accuracy, covering every epoch of the run (resumed ones too).
+
+    Unlike Keras' CSVLogger it adds no empty ``val_*`` columns to runs without
+    validation data, and it takes in columns that appear in a later stage.
     """
 
-    def __init__(self, run_dir: Path):
+    def __init__(self, run_dir: Path, append: bool = False):
         super().__init__()
-        self.run_dir = Path(run_dir)
+        self.run_dir, self.append = Path(run_dir), append
+
+    def on_train_begin(self, logs=None):
+        if not self.append:
+            (self.run_dir / "history.csv").unlink(missing_ok=True)
+        self.append = True  # later fits of the same run add to it
 
     def on_epoch_end(self, epoch, logs=None):
         import json
 
         import pandas as pd
 
-        table = pd.read_csv(self.run_dir / "history.csv")
+        path = self.run_dir / "history.csv"
+        row = pd.DataFrame([{"epoch": epoch, **{k: _number(v) for k, v in (logs or {}).items()}}])
+        table = pd.concat([pd.read_csv(path), row]) if path.exists() else row
+        table.to_csv(path, index=False)
         (self.run_dir / "history.json").write_text(
             json.dumps(table.to_dict(orient="records"), indent=1))
-        plot_history(table, self.run_dir / "training.png")
+        plot_history(table.reset_index(drop=True), self.run_dir / "training.png")
+
+
+def _number(value):
+    if isinstance(value, (int, float)):
+        return value
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return value
 
 
 def plot_history(table, path: Path) -> None:

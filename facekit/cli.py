@@ -17,7 +17,7 @@ import typer
 
 from facekit import __version__
 from facekit.augment import LEVELS
-from facekit.config import OPTIMIZERS, SCHEDULES, TrainConfig
+from facekit.config import CLUSTERS, OPTIMIZERS, SCHEDULES, TrainConfig
 from facekit.export import FORMATS
 from facekit.errors import FacekitError
 from facekit.registry import KINDS, get_registry
@@ -45,6 +45,7 @@ Schedule = _choices("Schedule", SCHEDULES)
 SchedulePer = _choices("SchedulePer", ("step", "epoch"))
 Optimizer = _choices("Optimizer", OPTIMIZERS)
 ExportFormat = _choices("ExportFormat", FORMATS)
+ClusterKind = _choices("ClusterKind", CLUSTERS)
 
 
 def _version(value: bool) -> None:
@@ -203,6 +204,12 @@ def train(
         help="Training batches used to recompute BatchNorm statistics at the end of each "
              "epoch (precise BN), so inference-mode embeddings are right even on short "
              "runs; 0 turns it off.")] = _DEFAULTS.bn_recalibration_batches,
+    cluster: Annotated[ClusterKind, typer.Option(
+        help="Multi-worker training: auto (when TF_CONFIG lists several workers), slurm "
+             "(from the Slurm job) or none. See docs/distributed.md.")] = ClusterKind.auto,
+    collective_timeout: Annotated[float, typer.Option(
+        help="Seconds a worker waits for the others before it stops with an error.")]
+        = _DEFAULTS.collective_timeout,
     init_from: Annotated[Optional[Path], typer.Option(
         help="Start from these basic-model weights: a run folder, a .keras model or a "
              ".weights.h5 file (same backbone and embedding size).")] = None,
@@ -242,7 +249,8 @@ def train(
         "schedule_per": schedule_per.value, "tensorboard": tensorboard,
         "init_from": str(init_from) if init_from else None,
         "freeze_backbone_epochs": freeze_backbone_epochs,
-        "freeze_basic_model_epochs": freeze_basic_model_epochs})
+        "freeze_basic_model_epochs": freeze_basic_model_epochs, "cluster": cluster.value,
+        "collective_timeout": collective_timeout})
     if resume is not None:
         _quiet_tensorflow()
         from facekit.training import train as run_training

@@ -12,6 +12,7 @@ from facekit.errors import FacekitError
 OPTIMIZERS = ("adamax", "adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine", "exponential", "step")
 FROZEN = ("none", "backbone", "basic_model")
+CLUSTERS = ("auto", "slurm", "none")  # where a multi-worker cluster is described
 # What may change from one stage to the next; the rest (data, backbone, batch...) is the run's.
 STAGE_FIELDS = ("head", "loss", "head_options", "loss_options", "epochs", "optimizer", "lr",
                 "weight_decay", "schedule", "warmup_epochs", "decay_rate", "step_epochs",
@@ -66,6 +67,8 @@ class TrainConfig:
     mixed_precision: bool = False  # float16 on GPUs, bfloat16 on CPUs; embedding/loss float32
     jit_compile: bool | None = None  # XLA; None lets Keras decide
     devices: str | None = None  # None/"auto": every GPU; or "gpu:0,gpu:1", "cpu:0,cpu:1"
+    cluster: str = "auto"  # multi-worker: auto (TF_CONFIG) | slurm | none
+    collective_timeout: float = 300.0  # seconds before a silent worker ends the others
     best_by: str | None = None  # None: val_accuracy with a validation split, else the last
     init_from: str | None = None  # basic-model weights to start from (run folder or file)
     frozen: str = "none"  # none | backbone | basic_model: what this stage does not train
@@ -109,6 +112,10 @@ class TrainConfig:
              f"--keep-checkpoints must be at least 1, got {self.keep_checkpoints}."),
             (self.bn_recalibration_batches >= 0,
              f"--bn-recalibration must be 0 or more, got {self.bn_recalibration_batches}."),
+            (self.cluster in CLUSTERS,
+             f"--cluster must be one of {', '.join(CLUSTERS)}, got '{self.cluster}'."),
+            (self.collective_timeout > 0,
+             f"--collective-timeout must be positive, got {self.collective_timeout}."),
             (self.frozen in FROZEN,
              f"frozen must be one of {', '.join(FROZEN)}, got '{self.frozen}'."),
             (min(self.freeze_backbone_epochs, self.freeze_basic_model_epochs) >= 0,

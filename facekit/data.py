@@ -61,7 +61,7 @@ def _only_classes(index: DatasetIndex, keep: np.ndarray) -> DatasetIndex:
 
 def make_dataset(index: DatasetIndex, *, image_size: int, batch_size: int, training: bool,
                  seed: int = 0, skip_unreadable: bool = True, skip_batches: int = 0,
-                 deterministic: bool = False):
+                 deterministic: bool = False, num_workers: int = 1, worker_index: int = 0):
     """A batched, prefetched dataset of (uint8 images, int32 labels).
 
     Training data is shuffled each epoch, repeated and batched with a fixed
@@ -69,11 +69,14 @@ def make_dataset(index: DatasetIndex, *, image_size: int, batch_size: int, train
     ``skip_unreadable`` a file that fails to decode is dropped, not fatal;
     embedding needs every image, so it turns that off.  ``skip_batches``
     continues a seeded training stream where a resumed run stopped, skipping
-    file names, not decoded images.
+    file names, not decoded images.  With several workers each reads its own
+    share of the files, ``worker_index::num_workers``.
     """
     import tensorflow as tf
 
     dataset = tf.data.Dataset.from_tensor_slices((index.paths, index.labels))
+    if num_workers > 1:
+        dataset = dataset.shard(num_workers, worker_index)
     if training:
         dataset = dataset.shuffle(len(index), seed=seed, reshuffle_each_iteration=True).repeat()
         dataset = dataset.skip(skip_batches * batch_size)

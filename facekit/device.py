@@ -2,8 +2,9 @@
 
 Memory growth on every GPU (TensorFlow otherwise takes all GPU memory up
 front), the mixed-precision policy, and the distribution strategy: one
-device, or MirroredStrategy over several GPUs (or the devices named by
-``--devices``).
+device, MirroredStrategy over several GPUs (or the devices named by
+``--devices``), or MultiWorkerMirroredStrategy over the machines of a cluster
+(see facekit.distributed).
 """
 
 from __future__ import annotations
@@ -17,13 +18,23 @@ from facekit.errors import FacekitError
 @dataclass
 class Devices:
     strategy: object  # a tf.distribute.Strategy
-    replicas: int
+    replicas: int  # in the whole cluster
     policy: str  # the Keras dtype policy of the run
+    cluster: object = None  # a facekit.distributed.Cluster when training on several workers
+
+    @property
+    def chief(self) -> bool:
+        """Whether this process writes the run folder's shared files."""
+        return self.cluster is None or self.cluster.chief
 
 
-def setup_devices(devices: str | None = None, mixed_precision: bool = False) -> Devices:
-    """Memory growth, then the strategy for ``devices`` ("auto", or "gpu:0,gpu:1")."""
+def setup_devices(devices: str | None = None, mixed_precision: bool = False,
+                  cluster: str | None = "auto", collective_timeout: float = 300.0) -> Devices:
+    """Memory growth, then the strategy: a multi-worker cluster when TF_CONFIG (or
+    ``cluster="slurm"``) describes one, else ``devices`` ("auto", or "gpu:0,gpu:1")."""
     import tensorflow as tf
+
+    from facekit.distributed import find_cluster, multi_worker_strategy
 
     gpus = tf.config.list_physical_devices("GPU")
     for gpu in gpus:
@@ -31,15 +42,22 @@ def setup_devices(devices: str | None = None, mixed_precision: bool = False) -> 
             tf.config.experimental.set_memory_growth(gpu, True)
         except RuntimeError:
             pass  # already initialized: the setting can no longer change
-    names = _device_names(devices, gpus)
-    if len(names) > 1:
-        strategy = tf.distribute.MirroredStrategy(names)
+    found = find_cluster(cluster)
+    if found is not None:
+        if devices not in (None, "", "auto"):
+            raise FacekitError("--devices chooses devices on one machine; a multi-worker run "
+                               "uses every local GPU (choose them with CUDA_VISIBLE_DEVICES).")
+        strategy = multi_worker_strategy(found, collective_timeout)
     else:
-        strategy = tf.distribute.get_strategy()  # the default: one device
+        names = _device_names(devices, gpus)
+        if len(names) > 1:
+            strategy = tf.distribute.MirroredStrategy(names)
+        else:
+            strategy = tf.distribute.get_strategy()  # the default: one device
     policy = "float32"
     if mixed_precision:  # float16 on GPUs; CPUs compute bfloat16 natively
         policy = "mixed_float16" if gpus else "mixed_bfloat16"
-    return Devices(strategy, strategy.num_replicas_in_sync, policy)
+    return Devices(strategy, strategy.num_replicas_in_sync, policy, found)
 
 
 def _device_names(devices: str | None, gpus) -> list[str]:

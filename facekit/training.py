@@ -112,23 +112,56 @@ def train(config: TrainConfig | None = None, *, resume: str | Path | None = None
         stage.config.augmentation()  # checks the augmentation options
 
     from facekit.demo_data import demo_dataset_dir
+    from facekit.device import setup_devices
+    from facekit.index import require_folder
 
     data_dir = Path(config.data) if config.data else demo_dataset_dir()
+    if not any(char in str(data_dir) for char in "*?["):
+        require_folder(data_dir)  # a user mistake: say so before TensorFlow starts
+    # Before any other TensorFlow work: GPU memory growth and the cluster's
+    # collectives can only be configured before TensorFlow starts.
+    devices = setup_devices(config.devices, config.mixed_precision, config.cluster,
+                            config.collective_timeout)
     data = plan_data(config, data_dir)
+    check_sharding(data, config, devices)
     eval_sets = load_eval_sets(config) + data.eval_sets
     monitor = best_model_monitor(config, data.val_images > 0, eval_sets)
     run_dir = Path(resume) if resume is not None else _make_run_dir(config.output)
-    _write_json(run_dir / "classes.json", data.classes)
-    write_config_file(dataclasses.replace(config, data=str(data_dir.resolve())),
-                      run_dir / CONFIG_FILE)
-    if data.skipped:
-        _write_skipped(run_dir / "skipped_files.csv", data.skipped)
+    if devices.chief:
+        _write_json(run_dir / "classes.json", data.classes)
+        write_config_file(dataclasses.replace(config, data=str(data_dir.resolve())),
+                          run_dir / CONFIG_FILE)
+        if data.skipped:
+            _write_skipped(run_dir / "skipped_files.csv", data.skipped)
     if config.verbose:
         print(data.summary + (f"\n(listed in {run_dir / 'skipped_files.csv'})"
                               if data.skipped else ""))
         if len(stages) > 1:
             print(describe_stages(stages))
-    return _fit(config, stages, data, run_dir, eval_sets, monitor, state, callbacks or [])
+    return _fit(config, stages, data, run_dir, eval_sets, monitor, state, devices,
+                callbacks or [])
+
+
+def check_sharding(data: DataPlan, config: TrainConfig, devices) -> None:
+    """Refuse, in one sentence, data that cannot be split evenly over the workers."""
+    if devices.cluster is None:
+        return
+    workers, replicas = devices.cluster.workers, devices.replicas
+    if config.batch_size % replicas:
+        raise FacekitError(f"--batch-size {config.batch_size} cannot be split evenly over "
+                           f"{replicas} replicas on {workers} workers; use a multiple of "
+                           f"{replicas}.")
+    if data.shards is not None:
+        from facekit.shards import read_meta
+
+        shards = len(read_meta(data.shards)["shards"])
+        if shards < workers:
+            raise FacekitError(f"The packed data has {shards} shard(s) for {workers} workers, "
+                               "and each worker reads whole shards; pack it again with a "
+                               "smaller --images-per-shard.")
+    elif data.train_images < config.batch_size * workers:
+        raise FacekitError(f"{data.train_images} training images are too few to give each of "
+                           f"{workers} workers a full batch; lower --batch-size.")
 
 
 def describe_stages(stages: list[Stage]) -> str:
@@ -177,26 +210,30 @@ class DataPlan:
     val_permille: int = 0
 
     def datasets(self, image_size: int, batch_size: int, seed: int, skip_batches: int = 0,
-                 deterministic: bool = False):
-        """(training dataset, validation dataset or None)."""
+                 deterministic: bool = False, workers: int = 1, worker: int = 0):
+        """(training dataset, validation dataset or None); with several ``workers``,
+        the share of ``worker``: its files, or its shards."""
         from facekit.data import make_dataset
         from facekit.shards import shard_dataset
 
+        share = dict(num_workers=workers, worker_index=worker)
         if self.shards is None:
             train = make_dataset(self.train_index, image_size=image_size,
                                  batch_size=batch_size, training=True, seed=seed,
-                                 skip_batches=skip_batches, deterministic=deterministic)
+                                 skip_batches=skip_batches, deterministic=deterministic,
+                                 **share)
             val = None if self.val_index is None else make_dataset(
-                self.val_index, image_size=image_size, batch_size=batch_size, training=False)
+                self.val_index, image_size=image_size, batch_size=batch_size, training=False,
+                **share)
             return train, val
         permille = self.val_permille
         train = shard_dataset(self.shards, image_size=image_size, batch_size=batch_size,
                               training=True, seed=seed,
                               keep=lambda i: _record_bucket(i) >= permille,
-                              skip_batches=skip_batches, deterministic=deterministic)
+                              skip_batches=skip_batches, deterministic=deterministic, **share)
         val = None if not permille else shard_dataset(
             self.shards, image_size=image_size, batch_size=batch_size, training=False,
-            keep=lambda i: _record_bucket(i) < permille)
+            keep=lambda i: _record_bucket(i) < permille, **share)
         return train, val
 
 
@@ -277,14 +314,22 @@ def best_model_monitor(config: TrainConfig, has_validation: bool, eval_sets) -> 
     return config.best_by
 
 
-def _fit(config, stages, data: DataPlan, run_dir, eval_sets, monitor, state,
+def _fit(config, stages, data: DataPlan, run_dir, eval_sets, monitor, state, devices,
          extra_callbacks) -> TrainResult:
-    from facekit.device import dtype_policy, setup_devices
+    from facekit.device import dtype_policy
+    from facekit.distributed import worker_failure
 
-    devices = setup_devices(config.devices, config.mixed_precision)  # before other TF work
-    with dtype_policy(devices.policy), devices.strategy.scope():
-        return _fit_on_devices(config, stages, data, run_dir, eval_sets, monitor, state,
-                               devices, extra_callbacks)
+    try:
+        with dtype_policy(devices.policy), devices.strategy.scope():
+            return _fit_on_devices(config, stages, data, run_dir, eval_sets, monitor, state,
+                                   devices, extra_callbacks)
+    except Exception as exc:
+        if devices.cluster is None or not worker_failure(exc):
+            raise
+        raise FacekitError(
+            f"Lost contact with another worker of the cluster ({type(exc).__name__}, see "
+            f"above); restart every worker with facekit train --resume {run_dir} to continue "
+            "from the last checkpoint.") from None
 
 
 def _fit_on_devices(config, stages, data, run_dir, eval_sets, monitor, state,
@@ -303,14 +348,21 @@ def _fit_on_devices(config, stages, data, run_dir, eval_sets, monitor, state,
     batch_size = min(config.batch_size, data.train_images)
     steps = config.steps_per_epoch or max(1, data.train_images // batch_size)
     if config.verbose and devices.replicas > 1:
-        print(f"Training on {devices.replicas} devices (MirroredStrategy), global batch "
+        where = (f"{devices.cluster.workers} workers (MultiWorkerMirroredStrategy; this is "
+                 f"worker {devices.cluster.index})" if devices.cluster
+                 else "devices (MirroredStrategy)")
+        print(f"Training on {devices.replicas} replicas over {where}, global batch "
               f"{batch_size}")
     done = state["epoch"] if state is not None else 0
+    # Every worker saves the same models (saving reads values the workers share
+    # through collectives); the chief into the run folder, the others into their own.
+    own_dir = run_dir if devices.chief else run_dir / "workers" / str(devices.cluster.index)
+    own_dir.mkdir(parents=True, exist_ok=True)
     # Shared by every stage: a signal stops the whole run, and the best model is the run's.
     stopper = StopOnSignal()
     best = None
     if monitor:
-        best = BestModelCheckpoint(run_dir / "basic_model.keras", monitor)
+        best = BestModelCheckpoint(own_dir / "basic_model.keras", monitor)
         if state is not None and "best" in state:
             best.best, best.best_epoch = state["best"]["value"], state["best"]["epoch"]
     model, history, started = None, {}, time.perf_counter()
@@ -329,16 +381,15 @@ def _fit_on_devices(config, stages, data, run_dir, eval_sets, monitor, state,
                           jit_compile="auto" if config.jit_compile is None
                           else config.jit_compile)
         first = max(done, stage.first_epoch)
-        train_data, val_data = data.datasets(config.image_size, batch_size, config.seed,
-                                             skip_batches=first * steps,
-                                             deterministic=config.deterministic)
-        callbacks = _stage_callbacks(stage.config, number, len(stages), model, train_data,
-                                     steps, run_dir, eval_sets, stopper, best,
+        train_data, val_data, val_steps, own_data = _stage_data(
+            data, config, devices, batch_size, skip_batches=first * steps)
+        callbacks = _stage_callbacks(stage.config, number, len(stages), model, own_data,
+                                     steps, own_dir, eval_sets, stopper, best, devices,
                                      append=state is not None or first > 0)
-        # With validation_steps, Keras 3.15 raised StopIteration from the distributed
-        # validation data under MirroredStrategy (seen in tests): run it to its end.
-        val_steps = (-(-data.val_images // batch_size)
-                     if val_data is not None and devices.replicas == 1 else None)
+        if devices.cluster is not None:
+            from facekit.distributed import enable_multi_worker_fit
+
+            enable_multi_worker_fit(model)
         fitted = model.fit(train_data, epochs=stage.end_epoch, initial_epoch=first,
                            steps_per_epoch=steps, validation_data=val_data,
                            validation_steps=val_steps, shuffle=False, verbose=config.verbose,
@@ -360,10 +411,10 @@ def _fit_on_devices(config, stages, data, run_dir, eval_sets, monitor, state,
               f"with: facekit train --resume {run_dir}")
         return result
     basic_model = model.get_layer(BASIC_MODEL)
-    basic_model.save(run_dir / "basic_model_last.keras")
+    basic_model.save(own_dir / "basic_model_last.keras")
     if best is None or best.best_epoch is None:
-        basic_model.save(run_dir / "basic_model.keras")
-    model.save(run_dir / "model.keras")
+        basic_model.save(own_dir / "basic_model.keras")
+    model.save(own_dir / "model.keras")
     if config.verbose:
         print(f"Trained {epochs_run} epoch(s) in {elapsed:.1f}s "
               f"({result.images / elapsed:.1f} images/s, validation and checkpoints included); "
@@ -403,15 +454,56 @@ def _stage_model(config: TrainConfig, stage: TrainConfig, model, previous: Train
     return model
 
 
+def _stage_data(data: DataPlan, config: TrainConfig, devices, batch_size: int,
+                skip_batches: int):
+    """(training input, validation input, validation steps, this process's own
+    training data) for ``model.fit``.
+
+    On a multi-worker cluster each worker reads its own share of the data,
+    batched per replica, through ``distribute_datasets_from_function``; its
+    validation share repeats, so every worker runs the same number of steps.
+    """
+    options = dict(seed=config.seed, skip_batches=skip_batches,
+                   deterministic=config.deterministic)
+    cluster = devices.cluster
+    if cluster is None:
+        train, val = data.datasets(config.image_size, batch_size, **options)
+        # With validation_steps, Keras 3.15 raised StopIteration from the distributed
+        # validation data under MirroredStrategy (seen in tests): run it to its end.
+        val_steps = (-(-data.val_images // batch_size)
+                     if val is not None and devices.replicas == 1 else None)
+        return train, val, val_steps, train
+    per_replica = batch_size // devices.replicas
+
+    def share(training):
+        def dataset(context):
+            train, val = data.datasets(config.image_size, per_replica, **options,
+                                       workers=cluster.workers,
+                                       worker=context.input_pipeline_id)
+            return train if training else val.repeat()
+        return dataset
+
+    strategy = devices.strategy
+    train = strategy.distribute_datasets_from_function(share(True))
+    val = strategy.distribute_datasets_from_function(share(False)) if data.val_images else None
+    own, _ = data.datasets(config.image_size, per_replica, **options,
+                           workers=cluster.workers, worker=cluster.index)
+    val_steps = max(1, data.val_images // batch_size) if val is not None else None
+    return train, val, val_steps, own
+
+
 def _stage_callbacks(stage: TrainConfig, number: int, stages: int, model, train_data,
-                     steps: int, run_dir: Path, eval_sets, stopper, best, append: bool):
+                     steps: int, run_dir: Path, eval_sets, stopper, best, devices,
+                     append: bool):
     """facekit's callbacks for one stage, in order: a signal stops the epoch first;
-    statistics are recalibrated before verification; every figure is in the logs
-    before the checkpoints and the history files read them."""
+    statistics are recalibrated (and agreed between workers) before verification;
+    every figure is in the logs before the checkpoints and the history files read
+    them.  Only the chief writes files."""
     import keras
 
     from facekit.batchnorm import BatchNormRecalibration
-    from facekit.callbacks import HistoryFiles, StageLog, VerificationCallback
+    from facekit.callbacks import (AverageStatistics, HistoryFiles, StageLog,
+                                   VerificationCallback)
     from facekit.checkpoints import EpochCheckpoint
     from facekit.model import BASIC_MODEL
 
@@ -422,15 +514,19 @@ def _stage_callbacks(stage: TrainConfig, number: int, stages: int, model, train_
         callbacks.append(BatchNormRecalibration(  # never more batches than an epoch has
             model.get_layer(BASIC_MODEL), train_data,
             min(stage.bn_recalibration_batches, steps), steps))
+    if devices.cluster is not None:
+        callbacks.append(AverageStatistics(devices.strategy))
     if eval_sets:
         callbacks.append(VerificationCallback(eval_sets))
     if best is not None:
         callbacks.append(best)
-    callbacks += [EpochCheckpoint(run_dir, stage.keep_checkpoints, stopper, best),
-                  keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=append),
-                  HistoryFiles(run_dir)]
-    if stage.tensorboard:
-        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard")))
+    # A run resumes from the chief's checkpoints; the other workers keep their last.
+    callbacks.append(EpochCheckpoint(run_dir, stage.keep_checkpoints if devices.chief else 1,
+                                     stopper, best))
+    if devices.chief:
+        callbacks.append(HistoryFiles(run_dir, append=append))
+        if stage.tensorboard:
+            callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard")))
     return callbacks
 
 
