@@ -74,6 +74,21 @@ def _tf_config_tasks() -> int:
     return tasks if tasks > 1 else 0
 
 
+def loopback_tf_configs(workers: int) -> list[str]:
+    """TF_CONFIG values for a cluster of ``workers`` processes on this machine, on free
+    ports: for trying multi-worker training locally, and for the tests."""
+    import socket
+
+    sockets = [socket.socket() for _ in range(workers)]
+    for s in sockets:
+        s.bind(("localhost", 0))
+    hosts = [f"localhost:{s.getsockname()[1]}" for s in sockets]
+    for s in sockets:
+        s.close()
+    return [json.dumps({"cluster": {"worker": hosts}, "task": {"type": "worker", "index": i}})
+            for i in range(workers)]
+
+
 def multi_worker_strategy(cluster: Cluster, timeout_seconds: float):
     """MultiWorkerMirroredStrategy whose collectives give up after ``timeout_seconds``,
     so a dead worker ends the others with an error instead of a hang."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,29 @@ def model_image_size(model) -> int:
     return int(model.input_shape[1])
 
 
+_FORWARD = weakref.WeakKeyDictionary()  # model -> {flip: traced forward pass}
+
+
+def _forward(model, flip: bool):
+    """The model's traced forward pass, kept so that verification after every
+    epoch does not trace it again."""
+    import tensorflow as tf
+
+    functions = _FORWARD.setdefault(model, {})
+    if flip not in functions:
+        @tf.function(reduce_retracing=True)
+        def forward(batch):
+            if not flip:
+                return model(batch, training=False)
+            both = model(tf.concat([batch, tf.reverse(batch, axis=[2])], axis=0),
+                         training=False)
+            half = tf.shape(batch)[0]
+            return both[:half] + both[half:]
+
+        functions[flip] = forward
+    return functions[flip]
+
+
 def embed_dataset(model, images, *, flip: bool = True, count: int | None = None,
                   progress: bool = False) -> np.ndarray:
     """Embeddings of a dataset of uint8 image batches.
@@ -31,14 +55,7 @@ def embed_dataset(model, images, *, flip: bool = True, count: int | None = None,
     import keras
     import tensorflow as tf
 
-    @tf.function(reduce_retracing=True)
-    def forward(batch):
-        if not flip:
-            return model(batch, training=False)
-        both = model(tf.concat([batch, tf.reverse(batch, axis=[2])], axis=0), training=False)
-        half = tf.shape(batch)[0]
-        return both[:half] + both[half:]
-
+    forward = _forward(model, flip)
     bar = keras.utils.Progbar(count, unit_name="image") if progress else None
     outputs = []
     try:

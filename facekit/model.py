@@ -111,9 +111,7 @@ def init_basic_model(basic_model: keras.Model, source: str | Path) -> None:
     ``source`` is a run folder, a ``.keras`` model (basic or full) or a
     ``.weights.h5`` file of a basic model with the same architecture.
     """
-    source = Path(source)
-    if source.is_dir():
-        source = source / "basic_model.keras"
+    source = model_file(source)
     if not source.is_file():
         raise FacekitError(f"--init-from '{source}' does not exist; pass a run folder, a "
                            ".keras model or a .weights.h5 file.")
@@ -148,11 +146,15 @@ def embedding_model(model: keras.Model) -> keras.Model:
                        "pass a model built by facekit.")
 
 
+def model_file(path: str | Path) -> Path:
+    """``path`` itself, or the basic_model.keras of a run folder."""
+    path = Path(path)
+    return path / "basic_model.keras" if path.is_dir() else path
+
+
 def load_model(path: str | Path, compile: bool = False) -> keras.Model:
     """Load a ``.keras`` model saved by facekit, importing its plugins' Keras objects."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "basic_model.keras"
+    path = model_file(path)
     if not path.is_file():
         raise FacekitError(f"The model file '{path}' does not exist; pass a .keras file "
                            "or a run folder that holds basic_model.keras.")

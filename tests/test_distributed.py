@@ -3,7 +3,6 @@
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,33 +13,21 @@ import pytest
 
 import facekit
 from facekit.config import TrainConfig
+from facekit.distributed import loopback_tf_configs
 from facekit.errors import FacekitError
 from facekit.training import DataPlan, check_sharding
-from tests.conftest import REPO
 
 TINY_CLUSTER = ["--backbone", "tinynet", "--image-size", "32", "--batch-size", "8",
                 "--embedding-size", "16", "--steps-per-epoch", "3", "--val-split", "0.2",
                 "--bn-recalibration", "2", "--collective-timeout", "30"]
 
 
-def _free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("localhost", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 def _launch(tmp_path, args, plugin, name):
     """Start a two-worker cluster of `facekit train ARGS`; returns the processes."""
-    workers = [f"localhost:{port}" for port in _free_ports(2)]
     processes = []
-    for index in range(2):
+    for index, tf_config in enumerate(loopback_tf_configs(2)):
         env = {**os.environ, "PYTHONPATH": str(plugin), "TF_CPP_MIN_LOG_LEVEL": "2",
-               "TF_CONFIG": json.dumps({"cluster": {"worker": workers},
-                                        "task": {"type": "worker", "index": index}})}
+               "TF_CONFIG": tf_config}
         log = open(tmp_path / f"{name}-{index}.log", "w")
         processes.append(subprocess.Popen([sys.executable, "-m", "facekit", "train", *args],
                                           env=env, stdout=log, stderr=subprocess.STDOUT))

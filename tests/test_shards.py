@@ -46,6 +46,24 @@ def test_each_worker_reads_its_own_shards(packed):
         shard_dataset(packed, image_size=32, batch_size=8, training=False, num_workers=5)
 
 
+@pytest.mark.parametrize("block", [5, 256])
+def test_the_validation_split_of_shards_partitions_the_records(packed, monkeypatch, block):
+    from facekit import shards
+    from facekit.training import _record_bucket
+
+    monkeypatch.setattr(shards, "KEEP_BLOCK", block)
+
+    def images(keep):
+        return [x.tobytes() for batch, _ in shard_dataset(
+            packed, image_size=32, batch_size=64, training=False, keep=keep)
+                for x in batch.numpy()]
+
+    val = images(lambda ids: _record_bucket(ids) < 250)
+    train = images(lambda ids: _record_bucket(ids) >= 250)
+    assert len(val) == int(np.sum(_record_bucket(np.arange(40)) < 250)) > 0
+    assert sorted(val + train) == sorted(images(None))
+
+
 def test_train_on_shards_with_a_validation_split(packed, tmp_path, tinynet_plugin):
     result = facekit.train(data=str(packed), output=str(tmp_path / "run"), head="softmax",
                            loss="softmax", val_split=0.25, **TINY_TRAIN)
