@@ -337,7 +337,7 @@ def _fit_on_devices(config, stages, data, run_dir, eval_sets, monitor, state,
     import keras
 
     from facekit.callbacks import BestModelCheckpoint
-    from facekit.checkpoints import StopOnSignal, checkpoint_dir, has_nan
+    from facekit.checkpoints import StopOnSignal, checkpoint_dir, has_nan, read_state
     from facekit.model import BASIC_MODEL, load_model
 
     keras.utils.set_random_seed(config.seed)
@@ -397,16 +397,16 @@ def _fit_on_devices(config, stages, data, run_dir, eval_sets, monitor, state,
         for key, values in fitted.history.items():
             history.setdefault(key, []).extend(float(v) for v in values)
         done = first + len(fitted.epoch)
-        if stopper.signal_name or has_nan({k: v[-1] for k, v in fitted.history.items() if v}):
+        if stopper.signal_name or done < stage.end_epoch:  # or a NaN loss, or a callback
             break
     elapsed = time.perf_counter() - started
     epochs_run = done - (state["epoch"] if state is not None else 0)
     result = TrainResult(run_dir, history, interrupted=stopper.signal_name, seconds=elapsed,
                          images=steps * batch_size * epochs_run)
-    if done < stages[-1].end_epoch:  # stopped by a signal or a NaN loss
-        saved = (json.loads((checkpoint_dir(run_dir) / "state.json").read_text())["epoch"]
-                 if (checkpoint_dir(run_dir) / "state.json").exists() else 0)
-        reason = stopper.signal_name or "NaN loss"
+    if stopper.signal_name or done < stages[-1].end_epoch:
+        saved = (read_state(run_dir) or {"epoch": 0})["epoch"]
+        last_logs = {key: values[-1] for key, values in history.items() if values}
+        reason = stopper.signal_name or ("NaN loss" if has_nan(last_logs) else "a callback")
         print(f"\nStopped by {reason}; the last good checkpoint is epoch {saved}. Continue "
               f"with: facekit train --resume {run_dir}")
         return result

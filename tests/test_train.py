@@ -88,15 +88,18 @@ def test_cli_user_mistakes_are_one_sentence_without_traceback(args, message):
     assert result.stderr.strip().count("\n") == 0
 
 
-def test_cli_train_end_to_end(tmp_path, tiny_faces):
-    result = run_facekit("train", "--data", str(tiny_faces), "--backbone", "mobilenetv2",
-                         "--backbone-opt", "alpha=0.35", "--head", "normdense", "--loss",
+def test_cli_train_end_to_end(tmp_path, tiny_faces, tinynet_plugin):
+    # The plugin's tiny backbone keeps this quick; test_embeddings_... trains a built-in one.
+    result = run_facekit("train", "--data", str(tiny_faces), "--backbone", "tinynet",
+                         "--backbone-opt", "width=8", "--head", "normdense", "--loss",
                          "arcface", "--loss-opt", "scale=16", "--image-size", "32",
                          "--batch-size", "8", "--epochs", "1", "--steps-per-epoch", "2",
                          "--augment", "light", "--no-flip",
-                         "--embedding-size", "16", "--output", str(tmp_path / "run"))
+                         "--embedding-size", "16", "--output", str(tmp_path / "run"),
+                         env={"PYTHONPATH": str(tinynet_plugin)})
     assert result.returncode == 0, result.stderr[-3000:]
     config = read_config_file(tmp_path / "run" / "config.toml")
+    assert config["backbone_options"] == {"width": 8}
     assert config["loss_options"] == {"scale": 16.0}
     assert (config["augment"], config["flip"]) == ("light", False)
     assert (tmp_path / "run" / "basic_model.keras").is_file()
