@@ -17,7 +17,6 @@ import json
 import os
 from dataclasses import dataclass
 
-from facekit.config import CLUSTERS
 from facekit.errors import FacekitError
 
 
@@ -25,8 +24,11 @@ from facekit.errors import FacekitError
 class Cluster:
     resolver: object  # a tf.distribute.cluster_resolver.ClusterResolver
     workers: int
-    index: int  # this process's input pipeline: 0 .. workers-1
-    chief: bool
+    index: int  # this process's input pipeline: 0 .. workers-1; the chief is 0
+
+    @property
+    def chief(self) -> bool:
+        return self.index == 0
 
 
 def find_cluster(cluster: str | None) -> Cluster | None:
@@ -37,9 +39,6 @@ def find_cluster(cluster: str | None) -> Cluster | None:
     """
     import tensorflow as tf
 
-    cluster = cluster or "auto"
-    if cluster not in CLUSTERS:
-        raise FacekitError(f"--cluster must be one of {', '.join(CLUSTERS)}, got '{cluster}'.")
     if cluster == "none":
         return None
     if cluster == "slurm":
@@ -57,7 +56,7 @@ def find_cluster(cluster: str | None) -> Cluster | None:
         raise FacekitError(f"This task ({resolver.task_type} {resolver.task_id}) is not a "
                            "chief or worker of the cluster in TF_CONFIG.")
     index = tasks.index((resolver.task_type, resolver.task_id))
-    return Cluster(resolver, len(tasks), index, chief=index == 0)
+    return Cluster(resolver, len(tasks), index)
 
 
 def _tf_config_tasks() -> int:

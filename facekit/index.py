@@ -67,9 +67,8 @@ def scan_folder(root: str | Path) -> DatasetIndex:
     decode by their extension, and identity folders without images, are
     listed as skipped.  Nothing is opened here.
     """
-    root_text = str(root)
-    if any(char in root_text for char in "*?["):
-        return _scan_pattern(root_text)
+    if is_pattern(root):
+        return _scan_pattern(str(root))
     root = Path(root)
     require_folder(root)
     identities = sorted(e.name for e in os.scandir(root)
@@ -172,7 +171,7 @@ def cache_paths(root: Path) -> tuple[Path, Path]:
 
 def load_index(root: str | Path, *, use_cache: bool = True, verify: bool = True) -> DatasetIndex:
     """The folder's index: from the cache when the folder is unchanged, else scanned anew."""
-    if any(char in str(root) for char in "*?["):
+    if is_pattern(root):
         index = scan_folder(root)
         return _verified(index) if verify else index
     root = Path(root)
@@ -189,6 +188,11 @@ def load_index(root: str | Path, *, use_cache: bool = True, verify: bool = True)
     if use_cache:
         _write_table(index, table_path, meta_path, key, verify)
     return index
+
+
+def is_pattern(root) -> bool:
+    """Whether ``--data`` is a glob2 pattern (``faces/**/*.jpg``) rather than a folder."""
+    return any(char in str(root) for char in "*?[")
 
 
 def require_folder(root: Path) -> None:

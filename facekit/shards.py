@@ -143,8 +143,7 @@ def shard_dataset(path, *, image_size: int, batch_size: int, training: bool, see
 
     def parse_and_decode(records):
         examples = tf.io.parse_example(records, spec)
-        images = (_decode_packed(examples["image"], image_size) if packed_as_is
-                  else decode_batch(examples["image"], image_size))
+        images = decode_batch(examples["image"], image_size, sized_jpegs=packed_as_is)
         return images, tf.cast(examples["label"], tf.int32)
 
     dataset = dataset.batch(batch_size, drop_remainder=training)
@@ -153,10 +152,3 @@ def shard_dataset(path, *, image_size: int, batch_size: int, training: bool, see
     dataset = dataset.ignore_errors(log_warning=True)
     return dataset.prefetch(tf.data.AUTOTUNE)
 
-
-def _decode_packed(encoded, image_size: int):
-    import tensorflow as tf
-
-    return tf.map_fn(lambda jpeg: tf.io.decode_jpeg(jpeg, channels=3), encoded,
-                     parallel_iterations=64,
-                     fn_output_signature=tf.TensorSpec((image_size, image_size, 3), tf.uint8))

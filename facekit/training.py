@@ -113,10 +113,10 @@ def train(config: TrainConfig | None = None, *, resume: str | Path | None = None
 
     from facekit.demo_data import demo_dataset_dir
     from facekit.device import setup_devices
-    from facekit.index import require_folder
+    from facekit.index import is_pattern, require_folder
 
     data_dir = Path(config.data) if config.data else demo_dataset_dir()
-    if not any(char in str(data_dir) for char in "*?["):
+    if not is_pattern(data_dir):
         require_folder(data_dir)  # a user mistake: say so before TensorFlow starts
     # Before any other TensorFlow work: GPU memory growth and the cluster's
     # collectives can only be configured before TensorFlow starts.
@@ -152,13 +152,10 @@ def check_sharding(data: DataPlan, config: TrainConfig, devices) -> None:
                            f"{replicas} replicas on {workers} workers; use a multiple of "
                            f"{replicas}.")
     if data.shards is not None:
-        from facekit.shards import read_meta
-
-        shards = len(read_meta(data.shards)["shards"])
-        if shards < workers:
-            raise FacekitError(f"The packed data has {shards} shard(s) for {workers} workers, "
-                               "and each worker reads whole shards; pack it again with a "
-                               "smaller --images-per-shard.")
+        if data.shard_files < workers:
+            raise FacekitError(f"The packed data has {data.shard_files} shard(s) for {workers} "
+                               "workers, and each worker reads whole shards; pack it again "
+                               "with a smaller --images-per-shard.")
     elif data.train_images < config.batch_size * workers:
         raise FacekitError(f"{data.train_images} training images are too few to give each of "
                            f"{workers} workers a full batch; lower --batch-size.")
@@ -207,6 +204,7 @@ class DataPlan:
     train_index: object = None  # folder data
     val_index: object = None
     shards: Path | None = None  # packed data
+    shard_files: int = 0
     val_permille: int = 0
 
     def datasets(self, image_size: int, batch_size: int, seed: int, skip_batches: int = 0,
@@ -257,7 +255,7 @@ def plan_data(config: TrainConfig, data_dir: Path) -> DataPlan:
         return DataPlan(meta["classes"], meta["images"] - val, val,
                         f"{meta['images']} packed images of {len(meta['classes'])} identities "
                         f"in {len(meta['shards'])} shard(s)", shards=data_dir,
-                        val_permille=permille)
+                        shard_files=len(meta["shards"]), val_permille=permille)
     from facekit.data import split_identities, split_index
     from facekit.evaluation import VerificationSet
     from facekit.index import load_index

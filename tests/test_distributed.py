@@ -115,10 +115,8 @@ def test_data_that_cannot_be_shared_evenly_is_refused(tmp_path):
     small = DataPlan(classes=["a"], train_images=100, val_images=0, summary="")
     with pytest.raises(FacekitError, match="too few to give each of 4 workers"):
         check_sharding(small, TrainConfig(batch_size=32), devices)
-    (tmp_path / "facekit-shards.json").write_text(json.dumps(
-        {"classes": ["a"], "images": 1000, "shards": [{"file": "a"}, {"file": "b"}]}))
     packed = DataPlan(classes=["a"], train_images=1000, val_images=0, summary="",
-                      shards=tmp_path)
+                      shards=tmp_path, shard_files=2)
     with pytest.raises(FacekitError, match="2 shard\\(s\\) for 4 workers"):
         check_sharding(packed, TrainConfig(batch_size=32), devices)
 
