@@ -68,10 +68,10 @@ def run(folder: Path, work: Path, epochs: float) -> None:
     import pandas as pd
     import tensorflow as tf
 
-    from facekit.data import make_dataset
-    from facekit.index import load_index
-    from facekit.shards import pack, shard_dataset
-    from facekit.training import _record_bucket
+    from facekit.data.pipeline import make_dataset
+    from facekit.data.index import load_index
+    from facekit.data.shards import pack, shard_dataset
+    from facekit.fit.run import _record_bucket
 
     index = load_index(folder)
     batches = max(10, int(epochs * len(index) / BATCH))
@@ -133,7 +133,7 @@ def run(folder: Path, work: Path, epochs: float) -> None:
 
 
 def index_load_time(work: Path) -> None:
-    from facekit.index import DatasetIndex, _read_table, _write_table
+    from facekit.data.index import DatasetIndex, _read_table, _write_table
 
     n = 1_000_000
     labels = (np.arange(n) // 68).astype(np.int32)
@@ -163,7 +163,7 @@ def main() -> int:
     work = args.work or Path(tempfile.mkdtemp(prefix="facekit-bench-"))
     work.mkdir(parents=True, exist_ok=True)
 
-    from facekit.demo_data import write_demo_dataset
+    from facekit.data.demo import write_demo_dataset
 
     identities = max(2, args.images // 60)
     generated = work / "generated"
@@ -171,7 +171,7 @@ def main() -> int:
         write_demo_dataset(generated, identities, args.images // identities, 112, seed=0)
     run(generated, work, args.epochs)
     if args.lfw and (SHARED / "lfw_a_subset").is_dir():
-        from facekit.prepare import prepare_dataset
+        from facekit.data.prepare import prepare_dataset
 
         lfw = work / "lfw112"
         if not lfw.exists():

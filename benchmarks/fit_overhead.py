@@ -64,9 +64,9 @@ def plain_keras(index, steps: int, epochs: int) -> dict:
     """Images/s of model.fit with no callbacks but the clock, after the first epoch."""
     import keras
 
-    from facekit.data import make_dataset
-    from facekit.model import build_model
-    from facekit.optimizers import make_optimizer
+    from facekit.data.pipeline import make_dataset
+    from facekit.model.build import build_model
+    from facekit.fit.optimizers import make_optimizer
     from facekit.registry import get_registry
 
     keras.utils.set_random_seed(SETUP["seed"])
@@ -103,8 +103,8 @@ def main() -> int:
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="facekit-overhead-"))
 
-    from facekit.demo_data import write_demo_dataset
-    from facekit.index import load_index
+    from facekit.data.demo import write_demo_dataset
+    from facekit.data.index import load_index
 
     folder = write_demo_dataset(work / "faces", identities=20, images_per_identity=40,
                                 size=64, seed=0)

@@ -44,10 +44,10 @@ def main() -> int:
     work = args.work or Path(tempfile.mkdtemp(prefix="facekit-lfw-"))
 
     import facekit
-    from facekit.evaluation import VerificationSet, evaluate_set
-    from facekit.model import build_model
-    from facekit.pairs import read_pairs
-    from facekit.prepare import prepare_dataset
+    from facekit.eval.sets import VerificationSet, evaluate_set
+    from facekit.model.build import build_model
+    from facekit.eval.pairs import read_pairs
+    from facekit.data.prepare import prepare_dataset
 
     prepared = work / "lfw112"
     if not prepared.is_dir():
@@ -93,9 +93,9 @@ def main() -> int:
 
 def raw_pixel_result(vset):
     """The protocol on flattened pixels: flip-summed, L2-normalized."""
-    from facekit.data import make_dataset
-    from facekit.index import DatasetIndex
-    from facekit.verification import evaluate_embeddings
+    from facekit.data.pipeline import make_dataset
+    from facekit.data.index import DatasetIndex
+    from facekit.eval.verification import evaluate_embeddings
 
     index = DatasetIndex(np.asarray(vset.images), np.zeros(len(vset.images), np.int32), [])
     batches = make_dataset(index, image_size=112, batch_size=256, training=False,

@@ -16,9 +16,9 @@ from typing import Annotated, Optional
 import typer
 
 from facekit import __version__
-from facekit.augment import LEVELS
+from facekit.data.augment import LEVELS
 from facekit.config import CLUSTERS, OPTIMIZERS, SCHEDULES, TrainConfig
-from facekit.export import FORMATS
+from facekit.eval.export import FORMATS
 from facekit.errors import FacekitError
 from facekit.registry import KINDS, get_registry
 
@@ -226,7 +226,7 @@ def train(
 ):
     """Train a model: backbone -> embedding -> head, with the chosen loss."""
     from facekit.config import read_config_file
-    from facekit.training import check_config
+    from facekit.fit.run import check_config
 
     given = _given_options(context, {
         "data": str(data) if data else None, "backbone": backbone, "head": head,
@@ -253,7 +253,7 @@ def train(
         "collective_timeout": collective_timeout})
     if resume is not None:
         _quiet_tensorflow()
-        from facekit.training import train as run_training
+        from facekit.fit.run import train as run_training
 
         overrides = {} if epochs is None else {"epochs": epochs}
         _exit_if_interrupted(run_training(resume=resume, **overrides))
@@ -262,7 +262,7 @@ def train(
     config = base.with_overrides(**given)
     check_config(config, get_registry())  # fail fast, before TensorFlow loads
     _quiet_tensorflow()
-    from facekit.training import train as run_training
+    from facekit.fit.run import train as run_training
 
     _exit_if_interrupted(run_training(config))
 
@@ -328,9 +328,9 @@ def evaluate(
     if folds is not None and folds < 2:
         raise FacekitError(f"--folds must be at least 2, got {folds}.")
     _quiet_tensorflow()
-    from facekit.embedding import load_embedding_model
-    from facekit.evaluation import VerificationSet, evaluate_set
-    from facekit.verification import plot_verification
+    from facekit.eval.embedding import load_embedding_model
+    from facekit.eval.sets import VerificationSet, evaluate_set
+    from facekit.eval.verification import plot_verification
 
     if bin_file is not None:
         vset = VerificationSet.from_bin(bin_file, folds or 10)
@@ -370,9 +370,9 @@ def embed(
     _quiet_tensorflow()
     import pandas as pd
 
-    from facekit.index import load_index
-    from facekit.embedding import embed_paths, load_embedding_model
-    from facekit.verification import l2_normalize
+    from facekit.data.index import load_index
+    from facekit.eval.embedding import embed_paths, load_embedding_model
+    from facekit.eval.verification import l2_normalize
 
     index = load_index(data)
     embedding_model = load_embedding_model(model)
@@ -404,7 +404,7 @@ def export(
 ):
     """Export the embedding model (raw [0, 255] RGB images in, embeddings out)."""
     _quiet_tensorflow()
-    from facekit.export import export_model
+    from facekit.eval.export import export_model
 
     export_model(model, format.value, out)
     typer.echo(f"Exported {format.value} to {out}")
@@ -422,7 +422,7 @@ def prepare(
         help="Parallel processes. Default: one per CPU.")] = None,
 ):
     """Convert a dataset to 112x112 RGB JPEGs in identity folders (file stems kept)."""
-    from facekit.prepare import prepare_dataset
+    from facekit.data.prepare import prepare_dataset
 
     report = prepare_dataset(source, destination, size, crop, workers)
     typer.echo(f"Wrote {report.written} images of {report.identities} identities to "
@@ -441,7 +441,7 @@ def index(
     """Build (or load) the cached index of a data folder and summarize it."""
     if verify:
         _quiet_tensorflow()
-    from facekit.index import load_index
+    from facekit.data.index import load_index
 
     dataset_index = load_index(data, use_cache=not rebuild, verify=verify)
     typer.echo(dataset_index.summary(listed=50))
@@ -459,8 +459,8 @@ def pack(
     if images_per_shard < 1:
         raise FacekitError(f"--images-per-shard must be at least 1, got {images_per_shard}.")
     _quiet_tensorflow()
-    from facekit.index import load_index
-    from facekit.shards import pack as pack_shards
+    from facekit.data.index import load_index
+    from facekit.data.shards import pack as pack_shards
 
     dataset_index = load_index(data)
     meta = pack_shards(dataset_index, out, images_per_shard=images_per_shard,
@@ -478,7 +478,7 @@ def demo_data(
     seed: Annotated[int, typer.Option(help="Seed: the same seed gives the same images.")] = 0,
 ):
     """Write the built-in synthetic face dataset to FOLDER/<identity>/<n>.jpg."""
-    from facekit.demo_data import write_demo_dataset
+    from facekit.data.demo import write_demo_dataset
 
     write_demo_dataset(folder, identities, images, size, seed)
     typer.echo(f"Wrote {identities} identities x {images} images to {folder}")

@@ -181,7 +181,7 @@ class TrainConfig:
         return dataclasses.replace(self, **options, stages=stages)
 
     def augmentation(self):
-        from facekit.augment import resolve_augmentation
+        from facekit.data.augment import resolve_augmentation
 
         return resolve_augmentation(
             self.augment, flip=self.flip, brightness=self.brightness, contrast=self.contrast,

@@ -22,7 +22,7 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
 @pytest.fixture(scope="session")
 def tiny_faces(tmp_path_factory) -> Path:
     """4 identities x 10 images of 32x32 synthetic faces."""
-    from facekit.demo_data import write_demo_dataset
+    from facekit.data.demo import write_demo_dataset
 
     return write_demo_dataset(tmp_path_factory.mktemp("data") / "faces", identities=4,
                               images_per_identity=10, size=32, seed=1)

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from facekit.augment import LEVELS, Augmentation, augmentation_layers, resolve_augmentation
+from facekit.data.augment import LEVELS, Augmentation, augmentation_layers, resolve_augmentation
 from facekit.errors import FacekitError
-from facekit.model import build_model
+from facekit.model.build import build_model
 
 
 def test_levels_and_switches():

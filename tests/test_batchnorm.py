@@ -3,7 +3,7 @@
 import keras
 import numpy as np
 
-from facekit.batchnorm import BatchNormCalibrator, batchnorm_layers
+from facekit.fit.batchnorm import BatchNormCalibrator, batchnorm_layers
 
 
 def test_moving_statistics_become_the_average_of_batch_statistics():

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 import facekit
-from facekit.callbacks import BestModelCheckpoint
-from facekit.checkpoints import EpochCheckpoint, read_state
+from facekit.fit.callbacks import BestModelCheckpoint
+from facekit.fit.checkpoints import EpochCheckpoint, read_state
 from tests.conftest import TINY_TRAIN
 
 EXACT = {**TINY_TRAIN, "dropout": 0.0, "augment": "none", "bn_recalibration_batches": 0,

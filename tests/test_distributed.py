@@ -13,9 +13,9 @@ import pytest
 
 import facekit
 from facekit.config import TrainConfig
-from facekit.distributed import loopback_tf_configs
+from facekit.fit.distributed import loopback_tf_configs
 from facekit.errors import FacekitError
-from facekit.training import DataPlan, check_sharding
+from facekit.fit.run import DataPlan, check_sharding
 
 TINY_CLUSTER = ["--backbone", "tinynet", "--image-size", "32", "--batch-size", "8",
                 "--embedding-size", "16", "--steps-per-epoch", "3", "--val-split", "0.2",
@@ -122,7 +122,7 @@ def test_data_that_cannot_be_shared_evenly_is_refused(tmp_path):
 
 
 def test_tf_config_decides_whether_to_train_on_a_cluster(monkeypatch):
-    from facekit.distributed import find_cluster
+    from facekit.fit.distributed import find_cluster
 
     monkeypatch.setenv("TF_CONFIG", json.dumps(
         {"cluster": {"worker": ["localhost:1"]}, "task": {"type": "worker", "index": 0}}))

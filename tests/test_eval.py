@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 
 import facekit
-from facekit.data import make_dataset
-from facekit.index import scan_folder
-from facekit.evaluation import VerificationSet, evaluate_set
+from facekit.data.pipeline import make_dataset
+from facekit.data.index import scan_folder
+from facekit.eval.sets import VerificationSet, evaluate_set
 from tests.conftest import TINY_TRAIN, run_facekit
 
 
@@ -45,7 +45,7 @@ def test_eval_cli_auto_pairs_json_and_plot(tmp_path, trained_run, tiny_faces):
 def test_bin_set_gives_the_same_result_as_its_pairs(tmp_path, trained_run, tiny_faces):
     model = facekit.load_model(trained_run)
     index = scan_folder(tiny_faces)
-    from facekit.pairs import draw_pairs, write_pairs
+    from facekit.eval.pairs import draw_pairs, write_pairs
 
     write_pairs(tmp_path / "pairs.txt", draw_pairs(index, 24, folds=3, seed=1))
     by_pairs = VerificationSet.from_pairs(tiny_faces, tmp_path / "pairs.txt")
@@ -110,7 +110,7 @@ def test_export_gives_the_same_embeddings(tmp_path, trained_run, tiny_faces, fmt
 
 def test_verification_during_training_picks_the_best_model(tmp_path, tiny_faces,
                                                            tinynet_plugin):
-    from facekit.pairs import draw_pairs, write_pairs
+    from facekit.eval.pairs import draw_pairs, write_pairs
 
     write_pairs(tmp_path / "faces.txt", draw_pairs(scan_folder(tiny_faces), 24, 3, seed=2))
     result = facekit.train(data=str(tiny_faces), output=str(tmp_path / "run"),

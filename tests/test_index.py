@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from facekit.errors import FacekitError
-from facekit.index import cache_paths, load_index, scan_folder
+from facekit.data.index import cache_paths, load_index, scan_folder
 from tests.conftest import TINY_TRAIN, run_facekit
 
 

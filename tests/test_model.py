@@ -10,7 +10,7 @@ import pytest
 
 import facekit
 from facekit.errors import FacekitError
-from facekit.model import build_model, embedding_model
+from facekit.model.build import build_model, embedding_model
 
 SMALL = dict(image_size=32, embedding_size=16, backbone_options={"alpha": 0.35})
 

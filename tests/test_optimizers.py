@@ -6,7 +6,7 @@ import pytest
 
 import facekit
 from facekit.errors import FacekitError
-from facekit.optimizers import EpochWise, learning_rate, make_optimizer
+from facekit.fit.optimizers import EpochWise, learning_rate, make_optimizer
 from tests.conftest import TINY_TRAIN, run_facekit
 
 

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from facekit.index import scan_folder
+from facekit.data.index import scan_folder
 from facekit.errors import FacekitError
-from facekit.evaluation import VerificationSet
-from facekit.pairs import PairList, draw_pairs, read_pairs, resolve_images, write_pairs
+from facekit.eval.sets import VerificationSet
+from facekit.eval.pairs import PairList, draw_pairs, read_pairs, resolve_images, write_pairs
 
 PAIRS = "2\t1\nAnn\t1\t2\nAnn\t1\tBob\t1\nBob\t1\t2\nBob\t2\tAnn\t2\n"
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from facekit.prepare import prepare_dataset
+from facekit.data.prepare import prepare_dataset
 from tests.conftest import SHARED_DATA, run_facekit
 
 
@@ -43,7 +43,7 @@ def test_prepare_cli(tmp_path):
 @pytest.mark.skipif(not (SHARED_DATA / "lfw_a_subset").is_dir(),
                     reason="the shared LFW subset is not in this checkout's ../shared")
 def test_lfw_subset_pairs_resolve_and_prepare(tmp_path):
-    from facekit.evaluation import VerificationSet
+    from facekit.eval.sets import VerificationSet
 
     vset = VerificationSet.from_pairs(SHARED_DATA / "lfw_a_subset",
                                       SHARED_DATA / "lfw_a_subset_pairs.txt")

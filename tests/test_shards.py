@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 import facekit
-from facekit.data import make_dataset
+from facekit.data.pipeline import make_dataset
 from facekit.errors import FacekitError
-from facekit.index import load_index
-from facekit.shards import pack, read_meta, shard_dataset
+from facekit.data.index import load_index
+from facekit.data.shards import pack, read_meta, shard_dataset
 from tests.conftest import TINY_TRAIN, run_facekit
 
 
@@ -48,8 +48,8 @@ def test_each_worker_reads_its_own_shards(packed):
 
 @pytest.mark.parametrize("block", [5, 256])
 def test_the_validation_split_of_shards_partitions_the_records(packed, monkeypatch, block):
-    from facekit import shards
-    from facekit.training import _record_bucket
+    from facekit.data import shards
+    from facekit.fit.run import _record_bucket
 
     monkeypatch.setattr(shards, "KEEP_BLOCK", block)
 

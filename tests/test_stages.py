@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import facekit
-from facekit.checkpoints import read_state
+from facekit.fit.checkpoints import read_state
 from facekit.config import TrainConfig, read_config_file
 from facekit.errors import FacekitError
 from tests.conftest import TINY_TRAIN, run_facekit

@@ -40,9 +40,9 @@ def test_embeddings_separate_identities_in_inference_mode(tmp_path, tmp_path_fac
     embeddings of every image collapse to one point.  After a short softmax run
     of a built-in backbone with default settings, inference-mode embeddings of
     one identity must be closer than those of different identities."""
-    from facekit.data import make_dataset
-    from facekit.index import scan_folder
-    from facekit.demo_data import write_demo_dataset
+    from facekit.data.pipeline import make_dataset
+    from facekit.data.index import scan_folder
+    from facekit.data.demo import write_demo_dataset
 
     faces = write_demo_dataset(tmp_path_factory.mktemp("faces64"), identities=4,
                                images_per_identity=10, size=64, seed=1)
@@ -114,7 +114,7 @@ def test_cli_help_and_version():
 
 
 def test_demo_data_is_deterministic(tmp_path):
-    from facekit.demo_data import write_demo_dataset
+    from facekit.data.demo import write_demo_dataset
 
     a = write_demo_dataset(tmp_path / "a", identities=3, images_per_identity=2, size=48, seed=5)
     b = write_demo_dataset(tmp_path / "b", identities=3, images_per_identity=2, size=48, seed=5)
@@ -130,7 +130,7 @@ def test_demo_data_command_and_cache(tmp_path):
                          "--images", "3", "--size", "40")
     assert result.returncode == 0, result.stderr
     assert len(list((tmp_path / "demo").rglob("*.jpg"))) == 6
-    from facekit.demo_data import demo_dataset_dir
+    from facekit.data.demo import demo_dataset_dir
 
     first = demo_dataset_dir(identities=2, images_per_identity=2, size=40)
     stamp = (first / "person_000" / "0000.jpg").stat().st_mtime_ns
@@ -140,7 +140,7 @@ def test_demo_data_command_and_cache(tmp_path):
 
 def test_split_by_identities_verifies_held_out_people(tmp_path, tinynet_plugin,
                                                       tmp_path_factory):
-    from facekit.demo_data import write_demo_dataset
+    from facekit.data.demo import write_demo_dataset
 
     faces = write_demo_dataset(tmp_path_factory.mktemp("people") / "faces", identities=10,
                                images_per_identity=6, size=32, seed=3)

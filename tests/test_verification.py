@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from facekit.verification import (THRESHOLDS, evaluate_distances, evaluate_embeddings,
+from facekit.eval.verification import (THRESHOLDS, evaluate_distances, evaluate_embeddings,
                                   fold_slices, kfold_accuracy, pair_distances, roc_auc,
                                   tar_at_far)
 

@@ -18,7 +18,7 @@ def export_model(model_path, fmt: str, out) -> Path:
     """
     import numpy as np
 
-    from facekit.embedding import load_embedding_model
+    from facekit.eval.embedding import load_embedding_model
 
     if fmt not in FORMATS:
         raise FacekitError(f"Unknown export format '{fmt}'; choose one of: {', '.join(FORMATS)}.")

@@ -11,7 +11,7 @@ import numpy as np
 
 def _basic_model(callback) -> keras.Model:
     """The basic model inside the training model, whichever stage's model that is."""
-    from facekit.model import BASIC_MODEL
+    from facekit.model.build import BASIC_MODEL
 
     return callback.model.get_layer(BASIC_MODEL)
 
@@ -27,7 +27,7 @@ class VerificationCallback(keras.callbacks.Callback):
         self.sets, self.basic_model, self.batch_size = sets, basic_model, batch_size
 
     def on_epoch_end(self, epoch, logs=None):
-        from facekit.evaluation import evaluate_set
+        from facekit.eval.sets import evaluate_set
 
         basic_model = self.basic_model or _basic_model(self)
         for vset in self.sets:

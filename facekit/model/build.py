@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 import keras
 
-from facekit.device import dtype_policy
+from facekit.fit.devices import dtype_policy
 from facekit.errors import FacekitError
 from facekit.registry import Registry, get_registry
 
@@ -75,10 +75,10 @@ def build_training_model(basic_model: keras.Model, num_classes: int, head: str =
                          seed: int = 0, registry: Registry | None = None) -> keras.Model:
     """image -> augmentation layers -> basic model -> a new head.
 
-    The augmentation layers (see facekit.augment) act only while training.
+    The augmentation layers (see facekit.data.augment) act only while training.
     Staged training calls this again to put a new head on a trained basic model.
     """
-    from facekit.augment import augmentation_layers
+    from facekit.data.augment import augmentation_layers
     from facekit.options import parse_options
 
     registry = registry or get_registry()
@@ -162,6 +162,11 @@ def load_model(path: str | Path, compile: bool = False) -> keras.Model:
     return keras.saving.load_model(path, compile=compile)
 
 
+# Modules of facekit 0.1 whose Keras objects now live elsewhere, so that models
+# and checkpoints saved before the move still load.
+_MOVED = {"facekit.optimizers": "facekit.fit.optimizers"}
+
+
 def import_custom_objects(path: Path) -> None:
     """Import the plugin modules that define the model's custom Keras objects.
 
@@ -179,7 +184,7 @@ def import_custom_objects(path: Path) -> None:
         for ep in metadata.entry_points(group="facekit")}
     for module in sorted(_config_modules(config)):
         if module.split(".")[0] in allowed:
-            importlib.import_module(module)
+            importlib.import_module(_MOVED.get(module, module))
 
 
 def _config_modules(node) -> set[str]:

@@ -2,7 +2,7 @@
 
 The CPU only reads and decodes: images stay uint8 (a quarter of float32's
 bytes), and rescaling and augmentation are layers of the training model that
-run on the accelerator on whole batches (see facekit.augment).
+run on the accelerator on whole batches (see facekit.data.augment).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from facekit.errors import FacekitError
-from facekit.index import DatasetIndex
+from facekit.data.index import DatasetIndex
 
 def split_index(index: DatasetIndex, val_split: float, seed: int
                 ) -> tuple[DatasetIndex, DatasetIndex | None]:

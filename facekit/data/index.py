@@ -162,7 +162,7 @@ def fingerprint(root: Path) -> str:
 
 
 def cache_paths(root: Path) -> tuple[Path, Path]:
-    from facekit.demo_data import cache_dir
+    from facekit.data.demo import cache_dir
 
     key = hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:16]
     folder = cache_dir() / "index"

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from facekit.errors import FacekitError
-from facekit.index import DatasetIndex
+from facekit.data.index import DatasetIndex
 
 META_FILE = "facekit-shards.json"
 
@@ -68,7 +68,7 @@ def _encoded_jpeg(path: str, image_size: int) -> bytes:
         shape = tf.image.extract_jpeg_shape(data).numpy()
         if tuple(shape[:2]) == (image_size, image_size) and shape[2] == 3:
             return data
-    from facekit.data import decode_image
+    from facekit.data.pipeline import decode_image
 
     return tf.io.encode_jpeg(decode_image(data, image_size), quality=95).numpy()
 
@@ -101,7 +101,7 @@ def shard_dataset(path, *, image_size: int, batch_size: int, training: bool, see
     """
     import tensorflow as tf
 
-    from facekit.data import decode_batch
+    from facekit.data.pipeline import decode_batch
 
     meta = read_meta(path)
     files = [str(Path(path) / shard["file"]) for shard in meta["shards"]]

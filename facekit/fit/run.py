@@ -111,9 +111,9 @@ def train(config: TrainConfig | None = None, *, resume: str | Path | None = None
     for stage in stages:
         stage.config.augmentation()  # checks the augmentation options
 
-    from facekit.demo_data import demo_dataset_dir
-    from facekit.device import setup_devices
-    from facekit.index import is_pattern, require_folder
+    from facekit.data.demo import demo_dataset_dir
+    from facekit.fit.devices import setup_devices
+    from facekit.data.index import is_pattern, require_folder
 
     data_dir = Path(config.data) if config.data else demo_dataset_dir()
     if not is_pattern(data_dir):
@@ -172,7 +172,7 @@ def describe_stages(stages: list[Stage]) -> str:
 
 
 def _resume_config(run_dir: Path, options: dict) -> tuple[TrainConfig, dict]:
-    from facekit.checkpoints import read_state
+    from facekit.fit.checkpoints import read_state
 
     if not (run_dir / CONFIG_FILE).is_file():
         raise FacekitError(f"'{run_dir}' is not a facekit run folder (no {CONFIG_FILE}).")
@@ -211,8 +211,8 @@ class DataPlan:
                  deterministic: bool = False, workers: int = 1, worker: int = 0):
         """(training dataset, validation dataset or None); with several ``workers``,
         the share of ``worker``: its files, or its shards."""
-        from facekit.data import make_dataset
-        from facekit.shards import shard_dataset
+        from facekit.data.pipeline import make_dataset
+        from facekit.data.shards import shard_dataset
 
         share = dict(num_workers=workers, worker_index=worker)
         if self.shards is None:
@@ -242,7 +242,7 @@ def _record_bucket(record_id):
 
 def plan_data(config: TrainConfig, data_dir: Path) -> DataPlan:
     """Index (or read the shard metadata), split, and summarize the training data."""
-    from facekit.shards import is_packed, read_meta
+    from facekit.data.shards import is_packed, read_meta
 
     if is_packed(data_dir):
         if config.split_by == "identities":
@@ -256,9 +256,9 @@ def plan_data(config: TrainConfig, data_dir: Path) -> DataPlan:
                         f"{meta['images']} packed images of {len(meta['classes'])} identities "
                         f"in {len(meta['shards'])} shard(s)", shards=data_dir,
                         shard_files=len(meta["shards"]), val_permille=permille)
-    from facekit.data import split_identities, split_index
-    from facekit.evaluation import VerificationSet
-    from facekit.index import load_index
+    from facekit.data.pipeline import split_identities, split_index
+    from facekit.eval.sets import VerificationSet
+    from facekit.data.index import load_index
 
     index = load_index(data_dir)
     summary = index.summary()
@@ -286,7 +286,7 @@ def _write_skipped(path: Path, skipped) -> None:
 
 def load_eval_sets(config: TrainConfig) -> list:
     """The verification sets to run after each epoch (read before training starts)."""
-    from facekit.evaluation import VerificationSet
+    from facekit.eval.sets import VerificationSet
 
     sets = [VerificationSet.from_pairs(data, pairs)
             for pairs, data in zip(config.eval_pairs, config.eval_data)]
@@ -314,8 +314,8 @@ def best_model_monitor(config: TrainConfig, has_validation: bool, eval_sets) -> 
 
 def _fit(config, stages, data: DataPlan, run_dir, eval_sets, monitor, state, devices,
          extra_callbacks) -> TrainResult:
-    from facekit.device import dtype_policy
-    from facekit.distributed import worker_failure
+    from facekit.fit.devices import dtype_policy
+    from facekit.fit.distributed import worker_failure
 
     try:
         with dtype_policy(devices.policy), devices.strategy.scope():
@@ -334,9 +334,9 @@ def _fit_on_devices(config, stages, data, run_dir, eval_sets, monitor, state,
                     devices, extra_callbacks) -> TrainResult:
     import keras
 
-    from facekit.callbacks import BestModelCheckpoint
-    from facekit.checkpoints import StopOnSignal, checkpoint_dir, has_nan, read_state
-    from facekit.model import BASIC_MODEL, load_model
+    from facekit.fit.callbacks import BestModelCheckpoint
+    from facekit.fit.checkpoints import StopOnSignal, checkpoint_dir, has_nan, read_state
+    from facekit.model.build import BASIC_MODEL, load_model
 
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:
@@ -385,7 +385,7 @@ def _fit_on_devices(config, stages, data, run_dir, eval_sets, monitor, state,
                                      steps, own_dir, eval_sets, stopper, best, devices,
                                      append=state is not None or first > 0)
         if devices.cluster is not None:
-            from facekit.distributed import enable_multi_worker_fit
+            from facekit.fit.distributed import enable_multi_worker_fit
 
             enable_multi_worker_fit(model)
         fitted = model.fit(train_data, epochs=stage.end_epoch, initial_epoch=first,
@@ -430,7 +430,7 @@ def _stage_model(config: TrainConfig, stage: TrainConfig, model, previous: Train
     The basic model carries over from the previous stage (or is built, and
     loaded from ``init_from``); so does the head when the stage keeps it.
     """
-    from facekit.model import (BASIC_MODEL, build_basic_model, build_training_model, freeze,
+    from facekit.model.build import (BASIC_MODEL, build_basic_model, build_training_model, freeze,
                                init_basic_model)
 
     if model is None:
@@ -499,11 +499,11 @@ def _stage_callbacks(stage: TrainConfig, number: int, stages: int, model, train_
     them.  Only the chief writes files."""
     import keras
 
-    from facekit.batchnorm import BatchNormRecalibration
-    from facekit.callbacks import (AverageStatistics, HistoryFiles, StageLog,
+    from facekit.fit.batchnorm import BatchNormRecalibration
+    from facekit.fit.callbacks import (AverageStatistics, HistoryFiles, StageLog,
                                    VerificationCallback)
-    from facekit.checkpoints import EpochCheckpoint
-    from facekit.model import BASIC_MODEL
+    from facekit.fit.checkpoints import EpochCheckpoint
+    from facekit.model.build import BASIC_MODEL
 
     callbacks = [stopper, keras.callbacks.TerminateOnNaN()]
     if stages > 1:
@@ -529,7 +529,7 @@ def _stage_callbacks(stage: TrainConfig, number: int, stages: int, model, train_
 
 
 def _optimizer(config: TrainConfig, steps_per_epoch: int):
-    from facekit.optimizers import DEFAULT_LR, learning_rate, make_optimizer
+    from facekit.fit.optimizers import DEFAULT_LR, learning_rate, make_optimizer
 
     rate = learning_rate(config.schedule, config.lr or DEFAULT_LR[config.optimizer],
                          steps_per_epoch=steps_per_epoch, epochs=config.epochs,

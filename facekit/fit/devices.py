@@ -4,7 +4,7 @@ Memory growth on every GPU (TensorFlow otherwise takes all GPU memory up
 front), the mixed-precision policy, and the distribution strategy: one
 device, MirroredStrategy over several GPUs (or the devices named by
 ``--devices``), or MultiWorkerMirroredStrategy over the machines of a cluster
-(see facekit.distributed).
+(see facekit.fit.distributed).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def setup_devices(devices: str | None = None, mixed_precision: bool = False,
     ``cluster="slurm"``) describes one, else ``devices`` ("auto", or "gpu:0,gpu:1")."""
     import tensorflow as tf
 
-    from facekit.distributed import find_cluster, multi_worker_strategy
+    from facekit.fit.distributed import find_cluster, multi_worker_strategy
 
     gpus = tf.config.list_physical_devices("GPU")
     for gpu in gpus:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facekit.index import IMAGE_EXTENSIONS, DatasetIndex
+from facekit.data.index import IMAGE_EXTENSIONS, DatasetIndex
 from facekit.errors import FacekitError
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from facekit.errors import FacekitError
-from facekit.verification import VerificationResult, evaluate_embeddings
+from facekit.eval.verification import VerificationResult, evaluate_embeddings
 
 
 @dataclass
@@ -26,7 +26,7 @@ class VerificationSet:
 
     @classmethod
     def from_pairs(cls, data_dir, pairs_file, name: str | None = None) -> "VerificationSet":
-        from facekit.pairs import read_pairs, resolve_images
+        from facekit.eval.pairs import read_pairs, resolve_images
 
         pair_list = read_pairs(pairs_file)
         paths, first, second = resolve_images(data_dir, pair_list)
@@ -37,7 +37,7 @@ class VerificationSet:
     def from_index(cls, index, count: int, folds: int, seed: int, name: str
                    ) -> "VerificationSet":
         """Pairs drawn from an index in memory (the held-out identities of a run)."""
-        from facekit.pairs import draw_pairs
+        from facekit.eval.pairs import draw_pairs
 
         pair_list = draw_pairs(index, count, folds, seed)
         starts = np.concatenate([[0], np.cumsum(index.counts())])
@@ -54,8 +54,8 @@ class VerificationSet:
     @classmethod
     def auto(cls, data_dir, count: int, folds: int, seed: int, pairs_out) -> "VerificationSet":
         """Draw pairs from an identity folder and write them, so the result can be reproduced."""
-        from facekit.index import load_index
-        from facekit.pairs import draw_pairs, write_pairs
+        from facekit.data.index import load_index
+        from facekit.eval.pairs import draw_pairs, write_pairs
 
         write_pairs(pairs_out, draw_pairs(load_index(data_dir), count, folds, seed))
         return cls.from_pairs(data_dir, pairs_out, name=Path(data_dir).name)
@@ -89,8 +89,8 @@ def evaluate_set(model, vset: VerificationSet, *, flip: bool = True, batch_size:
                  folds: int | None = None, progress: bool = False
                  ) -> tuple[VerificationResult, np.ndarray]:
     """Embed the set's images once and run the K-fold protocol; returns result and distances."""
-    from facekit.embedding import embed_encoded, embed_paths
-    from facekit.verification import pair_distances
+    from facekit.eval.embedding import embed_encoded, embed_paths
+    from facekit.eval.verification import pair_distances
 
     embed = embed_encoded if vset.encoded else embed_paths
     embeddings = embed(model, vset.images, batch_size=batch_size, flip=flip, progress=progress)

@@ -12,7 +12,7 @@ from facekit.errors import FacekitError
 
 def load_embedding_model(path: str | Path):
     """A basic model from a ``.keras`` file (basic or full model) or a run folder."""
-    from facekit.model import embedding_model, load_model
+    from facekit.model.build import embedding_model, load_model
 
     return embedding_model(load_model(path))
 
@@ -74,8 +74,8 @@ def embed_dataset(model, images, *, flip: bool = True, count: int | None = None,
 def embed_paths(model, paths, *, batch_size: int = 64, flip: bool = True,
                 progress: bool = False) -> np.ndarray:
     """Embeddings of image files, in the order given."""
-    from facekit.data import make_dataset
-    from facekit.index import DatasetIndex
+    from facekit.data.pipeline import make_dataset
+    from facekit.data.index import DatasetIndex
 
     index = DatasetIndex(np.asarray(paths), np.zeros(len(paths), np.int32), [])
     dataset = make_dataset(index, image_size=model_image_size(model), batch_size=batch_size,
@@ -89,7 +89,7 @@ def embed_encoded(model, encoded: list[bytes], *, batch_size: int = 64, flip: bo
     """Embeddings of encoded image bytes (as stored in insightface ``.bin`` files)."""
     import tensorflow as tf
 
-    from facekit.data import decode_image
+    from facekit.data.pipeline import decode_image
 
     size = model_image_size(model)
     dataset = (tf.data.Dataset.from_tensor_slices(tf.constant(encoded, dtype=tf.string))

@@ -1,0 +1,2 @@
+"""Fitting a planned run: devices and clusters, the Keras fit loop, its callbacks,
+checkpoints, optimizers and BatchNorm recalibration."""
