@@ -71,7 +71,7 @@ def run(folder: Path, work: Path, epochs: float) -> None:
     from facekit.data.pipeline import make_dataset
     from facekit.data.index import load_index
     from facekit.data.shards import pack, shard_dataset
-    from facekit.fit.run import _record_bucket
+    from facekit.data.shards import record_bucket
 
     index = load_index(folder)
     batches = max(10, int(epochs * len(index) / BATCH))
@@ -114,7 +114,7 @@ def run(folder: Path, work: Path, epochs: float) -> None:
         "a": folder_pipeline,
         "a_cpu": folder_pipeline.map(cpu_flip, num_parallel_calls=tf.data.AUTOTUNE),
         "b": shard_dataset(shards, image_size=112, batch_size=BATCH, training=True,
-                           keep=lambda ids: _record_bucket(ids) >= 50),
+                           keep=lambda ids: record_bucket(ids) >= 50),
         "c": generator,
         "d": ceiling.map(lambda x: (x,)),
         "d_batched": batched_ceiling.map(lambda x: (x,)),

@@ -12,7 +12,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "build_model": "facekit.model",
     "load_model": "facekit.model",
-    "train": "facekit.fit.run",
+    "train": "facekit.fit",
     "TrainConfig": "facekit.config",
 }
 

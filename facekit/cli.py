@@ -6,6 +6,7 @@ heavy command imports what it needs inside its function.
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import sys
@@ -16,8 +17,7 @@ from typing import Annotated, Optional
 import typer
 
 from facekit import __version__
-from facekit.data.augment import LEVELS
-from facekit.config import CLUSTERS, OPTIMIZERS, SCHEDULES, TrainConfig
+from facekit.config import LOGS, OPTIONS, PANELS, STAGES, TrainConfig
 from facekit.eval.export import FORMATS
 from facekit.errors import FacekitError
 from facekit.registry import KINDS, get_registry
@@ -26,7 +26,6 @@ app = typer.Typer(
     help="Train face-recognition models (ArcFace and friends) with TensorFlow and Keras 3.",
     no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False)
 
-_DEFAULTS = TrainConfig()
 ModelPath = Annotated[Path, typer.Option(
     help="basic_model.keras, a full model.keras, or a run folder.")]
 
@@ -38,14 +37,7 @@ def _choices(name: str, values) -> type[Enum]:
 
 # The choices come from the modules that own them, so they cannot drift apart.
 Kind = _choices("Kind", KINDS)
-Pooling = _choices("Pooling", ("gap", "flatten"))
-SplitBy = _choices("SplitBy", ("images", "identities"))
-AugmentLevel = _choices("AugmentLevel", LEVELS)
-Schedule = _choices("Schedule", SCHEDULES)
-SchedulePer = _choices("SchedulePer", ("step", "epoch"))
-Optimizer = _choices("Optimizer", OPTIMIZERS)
 ExportFormat = _choices("ExportFormat", FORMATS)
-ClusterKind = _choices("ClusterKind", CLUSTERS)
 
 
 def _version(value: bool) -> None:
@@ -95,203 +87,139 @@ def list_plugins(
         typer.echo(f"disabled by FACEKIT_DISABLE_PLUGINS: {', '.join(registry.disabled)}")
 
 
-@app.command()
-def train(
-    context: typer.Context,
-    data: Annotated[Optional[Path], typer.Option(
-        help="Folder of identity sub-folders (DATA/<identity>/<image>). "
-             "Default: the built-in demo dataset.")] = None,
-    backbone: Annotated[str, typer.Option(help="Backbone name (see list-plugins).")]
-        = _DEFAULTS.backbone,
-    head: Annotated[str, typer.Option(help="Head name (see list-plugins).")] = _DEFAULTS.head,
-    loss: Annotated[str, typer.Option(help="Loss name (see list-plugins).")] = _DEFAULTS.loss,
-    backbone_opt: Annotated[list[str], typer.Option(
-        "--backbone-opt", help="Backbone option KEY=VALUE, repeatable (e.g. alpha=0.5).")] = [],
-    head_opt: Annotated[list[str], typer.Option(
-        "--head-opt", help="Head option KEY=VALUE, repeatable.")] = [],
-    loss_opt: Annotated[list[str], typer.Option(
-        "--loss-opt", help="Loss option KEY=VALUE, repeatable (e.g. scale=32).")] = [],
-    image_size: Annotated[int, typer.Option(help="Input images are resized to this square.")]
-        = _DEFAULTS.image_size,
-    embedding_size: Annotated[int, typer.Option(help="Size of the embedding.")]
-        = _DEFAULTS.embedding_size,
-    dropout: Annotated[float, typer.Option(help="Dropout before the embedding.")]
-        = _DEFAULTS.dropout,
-    pooling: Annotated[Pooling, typer.Option(help="Pooling after the backbone.")] = Pooling.gap,
-    batch_size: Annotated[int, typer.Option(help="Images per batch.")] = _DEFAULTS.batch_size,
-    epochs: Annotated[Optional[int], typer.Option(
-        help=f"Number of epochs. Default: {_DEFAULTS.epochs}, or the resumed run's.")] = None,
-    steps_per_epoch: Annotated[Optional[int], typer.Option(
-        help="Batches per epoch. Default: one pass over the training images.")] = None,
-    val_split: Annotated[float, typer.Option(
-        help="Fraction of each identity's images held out for validation.")]
-        = _DEFAULTS.val_split,
-    optimizer: Annotated[Optimizer, typer.Option(help="Optimizer.")] = Optimizer.adamax,
-    lr: Annotated[Optional[float], typer.Option(
-        help="Learning rate. Default: the optimizer's own.")] = None,
-    weight_decay: Annotated[Optional[float], typer.Option(
-        help="Decoupled weight decay of the optimizer.")] = None,
-    schedule: Annotated[Schedule, typer.Option(
-        help="Learning-rate schedule: constant, cosine (after --warmup-epochs), exponential "
-             "(times --decay-rate per epoch) or step (times --decay-rate at each of "
-             "--step-epochs).")] = Schedule.constant,
-    warmup_epochs: Annotated[float, typer.Option(
-        help="Linear warm-up epochs before the cosine decay.")] = 0.0,
-    decay_rate: Annotated[float, typer.Option(
-        help="Decay factor of the exponential and step schedules.")] = 0.1,
-    step_epochs: Annotated[Optional[str], typer.Option(
-        help="Epochs where the step schedule decays, e.g. 10,15.")] = None,
-    schedule_per: Annotated[SchedulePer, typer.Option(
-        help="Change the rate every step, or once per epoch.")] = SchedulePer.step,
-    seed: Annotated[int, typer.Option(help="Seed for the split, shuffling and weights.")]
-        = _DEFAULTS.seed,
-    output: Annotated[Optional[Path], typer.Option(
-        help="Run folder. Default: runs/<timestamp>.")] = None,
-    split_by: Annotated[SplitBy, typer.Option(
-        help="Hold out images of every identity (closed-set classification) or whole "
-             "identities (open-set: verification on the held-out people, logged as "
-             "eval/val).")] = SplitBy.images,
-    augment: Annotated[AugmentLevel, typer.Option(
-        help="Augmentation level: none, flip, light (flip, brightness/contrast 0.1, crop "
-             "0.9) or strong (also saturation 0.2, crop 0.8, grayscale 0.1). Runs on the "
-             "accelerator, never on validation data.")] = AugmentLevel.flip,
-    flip: Annotated[Optional[bool], typer.Option(
-        help="Random horizontal flips (overrides --augment).")] = None,
-    brightness: Annotated[Optional[float], typer.Option(
-        help="Random brightness change, as a fraction (overrides --augment).")] = None,
-    contrast: Annotated[Optional[float], typer.Option(
-        help="Random contrast change, as a fraction (overrides --augment).")] = None,
-    saturation: Annotated[Optional[float], typer.Option(
-        help="Random saturation change, as a fraction (overrides --augment).")] = None,
-    crop_scale: Annotated[Optional[float], typer.Option(
-        help="Random crop-and-resize keeping at least this fraction of the side "
-             "(overrides --augment).")] = None,
-    grayscale: Annotated[Optional[float], typer.Option(
-        help="Probability of turning an image gray (overrides --augment).")] = None,
-    eval_pairs: Annotated[list[Path], typer.Option(
-        "--eval-pairs", help="Verification pairs file (LFW pairs.txt format) to run after "
-                             "each epoch; repeatable, one per --eval-data.")] = [],
-    eval_data: Annotated[list[Path], typer.Option(
-        "--eval-data", help="Image folder of the matching --eval-pairs file.")] = [],
-    eval_bin: Annotated[list[Path], typer.Option(
-        "--eval-bin", help="insightface verification .bin to run after each epoch; "
-                           "repeatable.")] = [],
-    best_by: Annotated[Optional[str], typer.Option(
-        help="Logged figure that picks basic_model.keras, e.g. val_accuracy or eval/NAME "
-             "(NAME: the pairs or .bin file name without extension). Default: val_accuracy "
-             "with a validation split, else the last epoch.")] = None,
-    resume: Annotated[Optional[Path], typer.Option(
-        help="Continue the run in this folder from its last checkpoint, with its saved "
-             "configuration (--epochs may raise the total); other options are ignored.")]
-        = None,
-    tensorboard: Annotated[bool, typer.Option(
-        help="Write TensorBoard logs to RUN/tensorboard.")] = False,
-    keep_checkpoints: Annotated[int, typer.Option(
-        help="Per-epoch checkpoints of the full training state to keep.")]
-        = _DEFAULTS.keep_checkpoints,
-    mixed_precision: Annotated[bool, typer.Option(
-        help="float16 on GPUs (bfloat16 on CPUs), with the embedding and loss in float32.")]
-        = False,
-    jit_compile: Annotated[Optional[bool], typer.Option(
-        help="Compile the train step with XLA. Default: Keras decides.")] = None,
-    devices: Annotated[Optional[str], typer.Option(
-        help="Devices to train on, e.g. gpu:0,gpu:1 (MirroredStrategy). Default: every "
-             "GPU, else the CPU.")] = None,
-    deterministic: Annotated[bool, typer.Option(
-        help="Deterministic ops and input order, so a run can be repeated exactly "
-             "(slower).")] = False,
-    bn_recalibration: Annotated[int, typer.Option(
-        help="Training batches used to recompute BatchNorm statistics at the end of each "
-             "epoch (precise BN), so inference-mode embeddings are right even on short "
-             "runs; 0 turns it off.")] = _DEFAULTS.bn_recalibration_batches,
-    cluster: Annotated[ClusterKind, typer.Option(
-        help="Multi-worker training: auto (when TF_CONFIG lists several workers), slurm "
-             "(from the Slurm job) or none. See docs/distributed.md.")] = ClusterKind.auto,
-    collective_timeout: Annotated[float, typer.Option(
-        help="Seconds a worker waits for the others before it stops with an error.")]
-        = _DEFAULTS.collective_timeout,
-    init_from: Annotated[Optional[Path], typer.Option(
-        help="Start from these basic-model weights: a run folder, a .keras model or a "
-             ".weights.h5 file (same backbone and embedding size).")] = None,
-    freeze_backbone_epochs: Annotated[int, typer.Option(
-        help="Train the first N epochs with the backbone frozen, then unfreeze and go on "
-             "(part of --epochs).")] = 0,
-    freeze_basic_model_epochs: Annotated[int, typer.Option(
-        help="Train the first N epochs with the whole basic model frozen (only the head "
-             "learns), then unfreeze and go on (part of --epochs).")] = 0,
-    config_file: Annotated[Optional[Path], typer.Option(
-        "--config", help="A run.toml file of options, with [[stages]] for staged training; "
-                         "options given on the command line override it (in every stage). "
-                         "A run folder's config.toml reproduces that run.")] = None,
-):
-    """Train a model: backbone -> embedding -> head, with the chosen loss."""
-    from facekit.config import read_config_file
-    from facekit.fit.run import check_config
+def _train(context: typer.Context, config_file: Optional[Path], resume: Optional[Path],
+           **values) -> None:
+    """Train a model: backbone -> embedding -> head, with the chosen loss.
 
-    given = _given_options(context, {
-        "data": str(data) if data else None, "backbone": backbone, "head": head,
-        "loss": loss, "backbone_options": backbone_opt, "head_options": head_opt,
-        "loss_options": loss_opt, "image_size": image_size, "embedding_size": embedding_size,
-        "dropout": dropout, "pooling": pooling.value, "batch_size": batch_size,
-        "epochs": epochs, "steps_per_epoch": steps_per_epoch, "val_split": val_split,
-        "optimizer": optimizer.value, "lr": lr, "seed": seed,
-        "output": str(output) if output else None, "split_by": split_by.value,
-        "augment": augment.value, "flip": flip, "brightness": brightness,
-        "contrast": contrast, "saturation": saturation, "crop_scale": crop_scale,
-        "grayscale": grayscale, "bn_recalibration_batches": bn_recalibration,
-        "eval_pairs": [str(p) for p in eval_pairs], "eval_data": [str(d) for d in eval_data],
-        "eval_bins": [str(b) for b in eval_bin], "best_by": best_by,
-        "keep_checkpoints": keep_checkpoints, "deterministic": deterministic,
-        "mixed_precision": mixed_precision, "jit_compile": jit_compile, "devices": devices,
-        "weight_decay": weight_decay, "schedule": schedule.value,
-        "warmup_epochs": warmup_epochs, "decay_rate": decay_rate,
-        "step_epochs": _int_list(step_epochs, "--step-epochs"),
-        "schedule_per": schedule_per.value, "tensorboard": tensorboard,
-        "init_from": str(init_from) if init_from else None,
-        "freeze_backbone_epochs": freeze_backbone_epochs,
-        "freeze_basic_model_epochs": freeze_basic_model_epochs, "cluster": cluster.value,
-        "collective_timeout": collective_timeout})
-    if resume is not None:
-        _quiet_tensorflow()
-        from facekit.fit.run import train as run_training
+    Every option is also a key of a --config run.toml file (docs/options.md).
+    """
+    from facekit.config import OptionError, read_config_file
 
-        overrides = {} if epochs is None else {"epochs": epochs}
-        _exit_if_interrupted(run_training(resume=resume, **overrides))
-        return
-    base = TrainConfig.from_dict(read_config_file(config_file)) if config_file else TrainConfig()
-    config = base.with_overrides(**given)
-    check_config(config, get_registry())  # fail fast, before TensorFlow loads
-    _quiet_tensorflow()
-    from facekit.fit.run import train as run_training
-
-    _exit_if_interrupted(run_training(config))
-
-
-def _given_options(context: typer.Context, values: dict) -> dict:
-    """The options typed on the command line (those override a --config file)."""
-    names = {"backbone_opt": "backbone_options", "head_opt": "head_options",
-             "loss_opt": "loss_options", "bn_recalibration": "bn_recalibration_batches",
-             "eval_bin": "eval_bins"}
     # By name: recent Typer versions carry their own copy of click's ParameterSource.
-    given = {names.get(name, name) for name in context.params
+    given = {name for name in values
              if getattr(context.get_parameter_source(name), "name", None)
              in ("COMMANDLINE", "ENVIRONMENT")}
-    return {key: value for key, value in values.items() if key in given}
+    from_file = read_config_file(config_file) if config_file else {}
+    in_file = set(from_file) | {key for stage in from_file.get("stages", []) for key in stage}
 
+    def spell(name: str) -> str:  # as the user gave it: a TOML key, or a --flag
+        return name if name in in_file and name not in given else OPTIONS[name].flag or name
 
-def _int_list(text: str | None, option: str) -> list[int]:
-    if not text:
-        return []
     try:
-        return [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise FacekitError(f"{option} takes whole numbers separated by commas, got "
-                           f"'{text}'.") from None
+        options = {name: _from_command_line(name, values[name]) for name in given
+                   if name in OPTIONS}
+        for name in given - set(OPTIONS):  # --no-x of a switch whose default is unset
+            if name[3:] in options:
+                flag = OPTIONS[name[3:]].flag
+                raise FacekitError(f"Give {flag} or --no-{flag[2:]}, not both.")
+            options[name[3:]] = False
+        from facekit.plan import plan_run
 
+        if resume is not None:  # the run's saved configuration; only --epochs may change
+            plan = plan_run(resume=resume, **{k: v for k, v in options.items() if k == "epochs"})
+        else:
+            plan = plan_run(TrainConfig.from_dict(from_file), **options)
+        _quiet_tensorflow()
+        from facekit.fit.run import fit
 
-def _exit_if_interrupted(result) -> None:
+        result = fit(plan)
+    except OptionError as error:
+        raise error.respelled(spell) from None
     if result.interrupted:
         raise typer.Exit(130)
+
+
+def _from_command_line(name: str, value):
+    """A command-line value as the option's own type."""
+    from facekit.config import OptionError
+
+    option = OPTIONS[name]
+    if isinstance(value, Enum):
+        return value.value
+    if option.spec.from_text and value is not None:
+        try:
+            return option.spec.from_text(value)
+        except ValueError as exc:
+            raise OptionError("{%s} takes {what}, got '{text}'." % name, what=exc,
+                              text=value) from None
+    return value
+
+
+_METAVARS = {int: "N", float: "X", str: "TEXT", bool: ""}
+
+
+def _parameters(option) -> list[inspect.Parameter]:
+    """The ``facekit train`` parameters of a declared option: one, or for a switch
+    whose default is unset (None) two, ``--x`` and ``--no-x``, each a row of the help."""
+    kind, default, spec = option.base_type, option.default, option.spec
+    metavar, help = spec.metavar or _METAVARS.get(kind), spec.help
+    if spec.choices:
+        kind = _choices(option.name.title().replace("_", ""), spec.choices)
+        default, metavar = kind(default), "NAME"
+        if not all(choice in help for choice in spec.choices):
+            help += f" One of: {', '.join(spec.choices)}."
+    elif spec.from_text:
+        kind, default = str, None
+    elif kind in (list, dict):
+        kind, default = list[str], []
+    elif kind is bool:
+        switches = [(option.name, option.flag, help)]
+        if option.optional:
+            switches.append((f"no_{option.name}", f"--no-{option.flag[2:]}",
+                             f"The opposite of {option.flag}."))
+        return [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=bool,
+                                  default=typer.Option(False, flag, help=_escaped(text),
+                                                       rich_help_panel=spec.panel, metavar=""))
+                for name, flag, text in switches]
+    if option.optional or default is None:
+        kind = Optional[kind]
+    declarations = [spec.flag] if spec.flag else []
+    return [inspect.Parameter(option.name, inspect.Parameter.KEYWORD_ONLY, annotation=kind,
+                              default=typer.Option(default, *declarations, help=_escaped(help),
+                                                   rich_help_panel=spec.panel,
+                                                   metavar=metavar))]
+
+
+def _escaped(help: str) -> str:
+    """Help text shown as written: Typer reads [brackets] as Rich markup."""
+    return help.replace("[", "\\[")
+
+
+def _train_command():
+    """``facekit train``, its parameters derived from the declared options."""
+    Parameter = inspect.Parameter
+    parameters = [Parameter("context", Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)]
+    command_only = [
+        Parameter("config_file", Parameter.KEYWORD_ONLY, annotation=Optional[Path],
+                  default=typer.Option(
+                      None, "--config", rich_help_panel=STAGES, metavar="FILE",
+                      help=_escaped(
+                          "A run.toml file of options, with [[stages]] for staged training; "
+                          "options given on the command line override it (in every stage). "
+                          "A run folder's config.toml reproduces that run."))),
+        Parameter("resume", Parameter.KEYWORD_ONLY, annotation=Optional[Path],
+                  default=typer.Option(
+                      None, rich_help_panel=LOGS, metavar="RUN",
+                      help="Continue the run in this folder from its last checkpoint, with its "
+                           "saved configuration (--epochs may raise the total); other options "
+                           "are ignored.")),
+    ]
+    for panel in PANELS:
+        parameters += [parameter for option in OPTIONS.values()
+                       if option.flag and option.spec.panel == panel
+                       for parameter in _parameters(option)]
+        parameters += [extra for extra in command_only if extra.default.rich_help_panel == panel]
+
+    def train(context: typer.Context, config_file=None, resume=None, **values):
+        _train(context, config_file, resume, **values)
+
+    train.__signature__ = inspect.Signature(parameters)
+    train.__annotations__ = {p.name: p.annotation for p in parameters}
+    train.__doc__ = _train.__doc__
+    return train
+
+
+app.command("train")(_train_command())
 
 
 @app.command("eval")

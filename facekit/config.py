@@ -1,134 +1,298 @@
-"""The training configuration: one dataclass shared by the CLI, the Python API and
-run.toml files (top-level keys are the fields; ``[[stages]]`` tables list stages)."""
+"""The training configuration, every option declared once.
+
+Each field of :class:`TrainConfig` is declared with :func:`option`: its default,
+help text, help panel, choices, command-line flag, whether a stage may set it,
+and its check.  Everything else is derived from these declarations: the
+parameters of ``facekit train`` (facekit.cli), validation, the keys a
+``[[stages]]`` table may set, the ``run.toml`` reader and the option table in
+``docs/options.md`` (``python -m facekit.config`` prints it).
+
+Error messages name an option the way the user gave it: ``--batch-size`` on
+the command line, ``batch_size`` in a TOML file or a Python call (see
+:class:`OptionError`).
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import os
+import string
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Callable
 
+from facekit.data.augment import LEVELS
 from facekit.errors import FacekitError
 
 OPTIMIZERS = ("adamax", "adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine", "exponential", "step")
+SCHEDULE_PER = ("step", "epoch")
+POOLINGS = ("gap", "flatten")
+SPLITS = ("images", "identities")
 FROZEN = ("none", "backbone", "basic_model")
 CLUSTERS = ("auto", "slurm", "none")  # where a multi-worker cluster is described
-# What may change from one stage to the next; the rest (data, backbone, batch...) is the run's.
-STAGE_FIELDS = ("head", "loss", "head_options", "loss_options", "epochs", "optimizer", "lr",
-                "weight_decay", "schedule", "warmup_epochs", "decay_rate", "step_epochs",
-                "schedule_per", "frozen", "freeze_backbone_epochs",
-                "freeze_basic_model_epochs", "bn_recalibration_batches")
+
+# The help panels of ``facekit train --help``, in order.
+DATA, MODEL, OPTIMIZATION, AUGMENTATION, EVALUATION, LOGS, HARDWARE, STAGES = PANELS = (
+    "Data", "Model", "Optimization and schedule", "Augmentation", "Evaluation",
+    "Checkpoints and logs", "Hardware and cluster", "Stages")
+
+
+class OptionError(FacekitError):
+    """A bad option value; ``{name}`` fields in the template are option names.
+
+    Its message spells them as TOML keys and Python arguments do;
+    :meth:`respelled` spells them another way (the CLI's ``--flags``).
+    """
+
+    def __init__(self, template: str, **values):
+        self.template, self.values = template, values
+        self.names = [name for _, name, _, _ in string.Formatter().parse(template)
+                      if name and name not in values]
+        super().__init__(self.render(lambda name: name))
+
+    def render(self, spell: Callable[[str], str]) -> str:
+        return self.template.format(**{name: spell(name) for name in self.names},
+                                    **self.values)
+
+    def respelled(self, spell: Callable[[str], str]) -> FacekitError:
+        return FacekitError(self.render(spell))
+
+
+@dataclass(frozen=True)
+class Check:
+    """A rule a value must follow, and how to say it: ``{option} must be at least 1``."""
+
+    test: Callable[[Any], bool]
+    rule: str
+
+
+def at_least(low) -> Check:
+    return Check(lambda value: value >= low, f"must be at least {low}")
+
+
+def positive() -> Check:
+    return Check(lambda value: value > 0, "must be positive")
+
+
+def fraction(low_open: bool = False, high_open: bool = True) -> Check:
+    """A value in [0, 1) by default; ``low_open``/``high_open`` exclude the ends."""
+    low, high = "(" if low_open else "[", ")" if high_open else "]"
+    return Check(lambda value: (0 < value if low_open else 0 <= value)
+                 and (value < 1 if high_open else value <= 1),
+                 f"must be in {low}0, 1{high}")
+
+
+def comma_ints(text: str) -> list[int]:
+    """``10,15`` -> [10, 15] (the command-line form of a list of epochs)."""
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ValueError("whole numbers separated by commas, e.g. 10,15") from None
+
+
+@dataclass(frozen=True)
+class OptionSpec:
+    """Everything about one option except its name, type and default (the field's)."""
+
+    help: str
+    panel: str
+    choices: tuple[str, ...] | None = None
+    flag: str | None = None  # the CLI flag; None: --name-with-dashes
+    cli: bool = True  # False: only in run.toml files and Python calls
+    stage: bool = False  # whether a [[stages]] table may set it
+    check: Check | None = None
+    from_text: Callable[[str], Any] | None = None  # the CLI gives text, not the type
+    metavar: str | None = None
+
+
+def option(default, help: str, panel: str, **spec) -> Any:
+    """A TrainConfig field declared with everything facekit derives from it."""
+    metadata = {"facekit": OptionSpec(help, panel, **spec)}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 @dataclass
 class TrainConfig:
     """Every option of ``facekit train``; defaults follow the design notes."""
 
-    data: str | None = None  # None: the built-in demo dataset
-    backbone: str = "mobilenetv2"
-    head: str = "normdense"
-    loss: str = "arcface"
-    backbone_options: dict = field(default_factory=dict)
-    head_options: dict = field(default_factory=dict)
-    loss_options: dict = field(default_factory=dict)
-    image_size: int = 112
-    embedding_size: int = 512
-    dropout: float = 0.1
-    pooling: str = "gap"
-    batch_size: int = 128
-    epochs: int = 5
-    steps_per_epoch: int | None = None
-    val_split: float = 0.05
-    optimizer: str = "adamax"
-    lr: float | None = None  # None: the optimizer's usual rate
-    weight_decay: float | None = None
-    schedule: str = "constant"  # constant | cosine | exponential | step
-    warmup_epochs: float = 0.0  # linear warm-up before cosine decay
-    decay_rate: float = 0.1  # exponential: per epoch; step: at each step epoch
-    step_epochs: list = field(default_factory=list)
-    schedule_per: str = "step"  # change the rate every step or once per epoch
-    seed: int = 0
-    output: str | None = None
-    split_by: str = "images"  # or "identities" (open-set: verification on held-out people)
-    augment: str = "flip"  # none | flip | light | strong
-    flip: bool | None = None  # individual switches override the level
-    brightness: float | None = None
-    contrast: float | None = None
-    saturation: float | None = None
-    crop_scale: float | None = None
-    grayscale: float | None = None
-    bn_recalibration_batches: int = 20  # precise BN at each epoch end; 0 turns it off
-    eval_pairs: list = field(default_factory=list)  # pairs files, one per --eval-data folder
-    eval_data: list = field(default_factory=list)
-    eval_bins: list = field(default_factory=list)  # insightface .bin verification sets
-    tensorboard: bool = False  # TensorBoard logs in RUN/tensorboard
-    keep_checkpoints: int = 3  # per-epoch checkpoints of the full training state
-    deterministic: bool = False  # deterministic ops and input order, for exact reruns
-    mixed_precision: bool = False  # float16 on GPUs, bfloat16 on CPUs; embedding/loss float32
-    jit_compile: bool | None = None  # XLA; None lets Keras decide
-    devices: str | None = None  # None/"auto": every GPU; or "gpu:0,gpu:1", "cpu:0,cpu:1"
-    cluster: str = "auto"  # multi-worker: auto (TF_CONFIG) | slurm | none
-    collective_timeout: float = 300.0  # seconds before a silent worker ends the others
-    best_by: str | None = None  # None: val_accuracy with a validation split, else the last
-    init_from: str | None = None  # basic-model weights to start from (run folder or file)
-    frozen: str = "none"  # none | backbone | basic_model: what this stage does not train
-    freeze_backbone_epochs: int = 0  # first train with the backbone frozen for N epochs
-    freeze_basic_model_epochs: int = 0  # ... or with the whole basic model frozen
-    stages: list = field(default_factory=list)  # dicts of STAGE_FIELDS, run in order
-    verbose: int = 1
+    # Data
+    data: str | None = option(
+        None, "Folder of identity sub-folders (DATA/<identity>/<image>), a glob pattern, or "
+        "packed shards. Default: the built-in demo dataset.", DATA, metavar="PATH")
+    image_size: int = option(112, "Input images are resized to this square.", DATA,
+                             check=at_least(32))
+    batch_size: int = option(128, "Images per batch (the global batch on several devices).",
+                             DATA, check=at_least(1))
+    val_split: float = option(0.05, "Fraction held out for validation.", DATA,
+                              check=fraction())
+    split_by: str = option(
+        "images", "Hold out images of every identity (closed-set classification) or whole "
+        "identities (open-set: verification on the held-out people, logged as eval/val).",
+        DATA, choices=SPLITS)
+    seed: int = option(0, "Seed for the split, shuffling and weights.", DATA)
+    # Model
+    backbone: str = option("mobilenetv2", "Backbone name (see list-plugins).", MODEL)
+    backbone_options: dict = option(
+        {}, "Backbone option KEY=VALUE, repeatable (e.g. alpha=0.5).", MODEL,
+        flag="--backbone-opt", metavar="KEY=VALUE")
+    embedding_size: int = option(512, "Size of the embedding.", MODEL, check=at_least(1))
+    dropout: float = option(0.1, "Dropout before the embedding.", MODEL, check=fraction())
+    pooling: str = option("gap", "Pooling after the backbone.", MODEL, choices=POOLINGS)
+    head: str = option("normdense", "Head name (see list-plugins).", MODEL, stage=True)
+    head_options: dict = option({}, "Head option KEY=VALUE, repeatable.", MODEL,
+                                flag="--head-opt", stage=True, metavar="KEY=VALUE")
+    loss: str = option("arcface", "Loss name (see list-plugins).", MODEL, stage=True)
+    loss_options: dict = option({}, "Loss option KEY=VALUE, repeatable (e.g. scale=32).",
+                                MODEL, flag="--loss-opt", stage=True, metavar="KEY=VALUE")
+    # Optimization and schedule
+    epochs: int = option(5, "Number of epochs (on --resume: the new total).", OPTIMIZATION,
+                         stage=True, check=at_least(1))
+    steps_per_epoch: int | None = option(
+        None, "Batches per epoch. Default: one pass over the training images.",
+        OPTIMIZATION, check=at_least(1))
+    optimizer: str = option("adamax", "Optimizer (SGD with momentum 0.9).", OPTIMIZATION,
+                            choices=OPTIMIZERS, stage=True)
+    lr: float | None = option(None, "Learning rate. Default: 1e-3, 1e-2 for SGD.",
+                              OPTIMIZATION, stage=True, check=positive())
+    weight_decay: float | None = option(None, "Decoupled weight decay of the optimizer.",
+                                        OPTIMIZATION, stage=True, check=at_least(0))
+    schedule: str = option(
+        "constant", "Learning-rate schedule: constant, cosine (after --warmup-epochs), "
+        "exponential (times --decay-rate per epoch) or step (times --decay-rate at each of "
+        "--step-epochs).", OPTIMIZATION, choices=SCHEDULES, stage=True)
+    warmup_epochs: float = option(0.0, "Linear warm-up epochs before the cosine decay.",
+                                  OPTIMIZATION, stage=True, check=at_least(0))
+    decay_rate: float = option(0.1, "Decay factor of the exponential and step schedules.",
+                               OPTIMIZATION, stage=True, check=fraction(True, False))
+    step_epochs: list[int] = option(
+        [], "Epochs where the step schedule decays, e.g. 10,15.", OPTIMIZATION, stage=True,
+        from_text=comma_ints, metavar="N,N")
+    schedule_per: str = option("step", "Change the rate every step, or once per epoch.",
+                               OPTIMIZATION, choices=SCHEDULE_PER, stage=True)
+    bn_recalibration_batches: int = option(
+        20, "Training batches used to recompute BatchNorm statistics at the end of each "
+        "epoch (precise BN), so inference-mode embeddings are right even on short runs; "
+        "0 turns it off.", OPTIMIZATION, flag="--bn-recalibration", stage=True,
+        check=at_least(0))
+    # Augmentation
+    augment: str = option(
+        "flip", "Augmentation level: none, flip, light (flip, brightness/contrast 0.1, crop "
+        "0.9) or strong (also saturation 0.2, crop 0.8, grayscale 0.1). Runs on the "
+        "accelerator, never on validation data.", AUGMENTATION, choices=tuple(LEVELS))
+    flip: bool | None = option(None, "Random horizontal flips (overrides --augment).",
+                               AUGMENTATION)
+    brightness: float | None = option(
+        None, "Random brightness change, as a fraction (overrides --augment).", AUGMENTATION,
+        check=fraction(high_open=False))
+    contrast: float | None = option(
+        None, "Random contrast change, as a fraction (overrides --augment).", AUGMENTATION,
+        check=fraction(high_open=False))
+    saturation: float | None = option(
+        None, "Random saturation change, as a fraction (overrides --augment).", AUGMENTATION,
+        check=fraction(high_open=False))
+    crop_scale: float | None = option(
+        None, "Random crop-and-resize keeping at least this fraction of the side, in "
+        "[0.1, 1] (overrides --augment).", AUGMENTATION,
+        check=Check(lambda value: 0.1 <= value <= 1, "must be in [0.1, 1]"))
+    grayscale: float | None = option(
+        None, "Probability of turning an image gray (overrides --augment).", AUGMENTATION,
+        check=fraction(high_open=False))
+    # Evaluation
+    eval_pairs: list[str] = option(
+        [], "Verification pairs file (LFW pairs.txt format) to run after each epoch; "
+        "repeatable, one per --eval-data.", EVALUATION, metavar="FILE")
+    eval_data: list[str] = option([], "Image folder of the matching --eval-pairs file.",
+                                  EVALUATION, metavar="DIR")
+    eval_bins: list[str] = option(
+        [], "insightface verification .bin to run after each epoch; repeatable.",
+        EVALUATION, flag="--eval-bin", metavar="FILE")
+    best_by: str | None = option(
+        None, "Logged figure that picks basic_model.keras, e.g. val_accuracy or eval/NAME "
+        "(NAME: the pairs or .bin file name without extension). Default: val_accuracy with "
+        "a validation split, else the last epoch.", EVALUATION)
+    # Checkpoints and logs
+    output: str | None = option(None, "Run folder. Default: runs/<timestamp>.", LOGS,
+                                metavar="DIR")
+    keep_checkpoints: int = option(3, "Per-epoch checkpoints of the full training state to "
+                                   "keep.", LOGS, check=at_least(1))
+    tensorboard: bool = option(False, "Write TensorBoard logs to RUN/tensorboard.", LOGS)
+    verbose: int = option(1, "0: quiet; 1: progress bars and summaries.", LOGS, cli=False)
+    # Hardware and cluster
+    devices: str | None = option(
+        None, "Devices to train on, e.g. gpu:0,gpu:1 (MirroredStrategy). Default: every "
+        "GPU, else the CPU.", HARDWARE)
+    mixed_precision: bool = option(
+        False, "float16 on GPUs (bfloat16 on CPUs), with the embedding and loss in float32.",
+        HARDWARE)
+    jit_compile: bool | None = option(
+        None, "Compile the train step with XLA. Default: off on CPUs, where it is slower, "
+        "and Keras' choice on GPUs.", HARDWARE)
+    deterministic: bool = option(
+        False, "Deterministic ops and input order, so a run can be repeated exactly "
+        "(slower).", HARDWARE)
+    cluster: str = option(
+        "auto", "Multi-worker training: auto (when TF_CONFIG lists several workers), slurm "
+        "(from the Slurm job) or none. See docs/distributed.md.", HARDWARE, choices=CLUSTERS)
+    collective_timeout: float = option(
+        300.0, "Seconds a worker waits for the others during training before it stops with "
+        "an error.", HARDWARE, check=positive())
+    # Stages
+    init_from: str | None = option(
+        None, "Start from these basic-model weights: a run folder, a .keras model or a "
+        ".weights.h5 file (same backbone and embedding size).", STAGES, metavar="PATH")
+    freeze_backbone_epochs: int = option(
+        0, "Train the first N epochs with the backbone frozen, then unfreeze and go on "
+        "(part of --epochs).", STAGES, stage=True, check=at_least(0))
+    freeze_basic_model_epochs: int = option(
+        0, "Train the first N epochs with the whole basic model frozen (only the head "
+        "learns), then unfreeze and go on (part of --epochs).", STAGES, stage=True,
+        check=at_least(0))
+    frozen: str = option("none", "What this stage does not train.", STAGES, choices=FROZEN,
+                         stage=True, cli=False)
+    stages: list[dict] = option(
+        [], "The run's stages in order, each a table of stage options ([[stages]]).", STAGES,
+        cli=False)
 
-    def validate(self) -> None:
-        """Reject bad values with one sentence each, before anything heavy runs."""
-        checks = [
-            (self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}."),
-            (self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}."),
-            (self.steps_per_epoch is None or self.steps_per_epoch >= 1,
-             f"--steps-per-epoch must be at least 1, got {self.steps_per_epoch}."),
-            (0.0 <= self.val_split < 1.0, f"--val-split must be in [0, 1), got {self.val_split}."),
-            (0.0 <= self.dropout < 1.0, f"--dropout must be in [0, 1), got {self.dropout}."),
-            (self.embedding_size >= 1,
-             f"--embedding-size must be at least 1, got {self.embedding_size}."),
-            (self.image_size >= 32, f"--image-size must be at least 32, got {self.image_size}."),
-            (self.pooling in ("gap", "flatten"),
-             f"--pooling must be gap or flatten, got '{self.pooling}'."),
-            (self.split_by in ("images", "identities"),
-             f"--split-by must be images or identities, got '{self.split_by}'."),
-            (self.optimizer in OPTIMIZERS,
-             f"Unknown optimizer '{self.optimizer}'; choose one of: {', '.join(OPTIMIZERS)}."),
-            (self.lr is None or self.lr > 0, f"--lr must be positive, got {self.lr}."),
-            (self.schedule in SCHEDULES,
-             f"Unknown schedule '{self.schedule}'; choose one of: {', '.join(SCHEDULES)}."),
-            (self.schedule_per in ("step", "epoch"),
-             f"--schedule-per must be step or epoch, got '{self.schedule_per}'."),
-            (self.schedule != "step" or bool(self.step_epochs),
-             "--schedule step needs --step-epochs, e.g. 10,15."),
-            (0 < self.decay_rate <= 1, f"--decay-rate must be in (0, 1], got {self.decay_rate}."),
-            (self.weight_decay is None or self.weight_decay >= 0,
-             f"--weight-decay must be 0 or more, got {self.weight_decay}."),
-            (len(self.eval_pairs) == len(self.eval_data),
-             "Give one --eval-data folder for each --eval-pairs file "
-             f"(got {len(self.eval_pairs)} pairs files and {len(self.eval_data)} folders)."),
-            (self.keep_checkpoints >= 1,
-             f"--keep-checkpoints must be at least 1, got {self.keep_checkpoints}."),
-            (self.bn_recalibration_batches >= 0,
-             f"--bn-recalibration must be 0 or more, got {self.bn_recalibration_batches}."),
-            (self.cluster in CLUSTERS,
-             f"--cluster must be one of {', '.join(CLUSTERS)}, got '{self.cluster}'."),
-            (self.collective_timeout > 0,
-             f"--collective-timeout must be positive, got {self.collective_timeout}."),
-            (self.frozen in FROZEN,
-             f"frozen must be one of {', '.join(FROZEN)}, got '{self.frozen}'."),
-            (min(self.freeze_backbone_epochs, self.freeze_basic_model_epochs) >= 0,
-             "--freeze-backbone-epochs and --freeze-basic-model-epochs must be 0 or more."),
-            (isinstance(self.stages, list) and all(isinstance(s, dict) for s in self.stages),
-             "stages must be a list of tables ([[stages]] in a config file)."),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise FacekitError(message)
-        if self.stages or self.freeze_backbone_epochs or self.freeze_basic_model_epochs:
-            for stage in self.stage_configs():
-                stage.validate()
+    def checked(self) -> "TrainConfig":
+        """This configuration with every value type-checked and normalized (an int for a
+        float option becomes a float, a path a string), each stage too; an OptionError
+        names the first bad one."""
+        config = TrainConfig(**{option.name: _checked_value(option, getattr(self, option.name))
+                                for option in OPTIONS.values()})
+        config._check_combinations()
+        stages = []
+        for number, stage in enumerate(config.stages, 1):
+            unknown = sorted(set(stage) - set(STAGE_KEYS))
+            if unknown:
+                raise FacekitError(
+                    f"Stage {number} sets {', '.join(unknown)}, which cannot change between "
+                    f"stages; set it at the top of the config file. A stage may set: "
+                    f"{', '.join(STAGE_KEYS)}.")
+            try:
+                checked = dataclasses.replace(config, stages=[], **stage).checked()
+            except OptionError as exc:
+                raise OptionError(f"Stage {number}: {exc.template}", **exc.values) from None
+            stages.append({key: getattr(checked, key) for key in stage})
+        config.stages = stages
+        config.stage_configs()  # frozen epochs must leave unfrozen ones
+        return config
+
+    def _check_combinations(self) -> None:
+        if self.schedule == "step" and not self.step_epochs:
+            raise OptionError("{schedule} step needs {step_epochs}, e.g. 10,15.")
+        if len(self.eval_pairs) != len(self.eval_data):
+            raise OptionError("Give one {eval_data} folder for each {eval_pairs} file "
+                              "(got {pairs} pairs files and {folders} folders).",
+                              pairs=len(self.eval_pairs), folders=len(self.eval_data))
+        if self.freeze_backbone_epochs and self.freeze_basic_model_epochs:
+            raise OptionError("Give either {freeze_backbone_epochs} or "
+                              "{freeze_basic_model_epochs}, not both.")
 
     def stage_configs(self) -> list["TrainConfig"]:
         """The run's stages in order, each a whole configuration.
@@ -136,30 +300,19 @@ class TrainConfig:
         Without ``stages`` the run is one stage.  ``freeze_*_epochs`` N turns a
         stage into N frozen epochs followed by the rest of its epochs unfrozen.
         """
-        for number, stage in enumerate(self.stages, 1):
-            unknown = sorted(set(stage) - set(STAGE_FIELDS))
-            if unknown:
-                raise FacekitError(
-                    f"Stage {number} sets {', '.join(unknown)}, which cannot change between "
-                    f"stages; set it at the top of the config file. A stage may set: "
-                    f"{', '.join(STAGE_FIELDS)}.")
         stages = [dataclasses.replace(self, stages=[], **stage) for stage in self.stages]
         expanded = []
         for stage in stages or [dataclasses.replace(self, stages=[])]:
-            frozen_epochs = {"backbone": stage.freeze_backbone_epochs,
-                             "basic_model": stage.freeze_basic_model_epochs}
-            frozen_epochs = {part: n for part, n in frozen_epochs.items() if n}
-            if not frozen_epochs:
+            part = ("backbone" if stage.freeze_backbone_epochs else
+                    "basic_model" if stage.freeze_basic_model_epochs else None)
+            if part is None:
                 expanded.append(stage)
                 continue
-            if len(frozen_epochs) > 1:
-                raise FacekitError("Give either --freeze-backbone-epochs or "
-                                   "--freeze-basic-model-epochs, not both.")
-            (part, n), = frozen_epochs.items()
+            n = getattr(stage, f"freeze_{part}_epochs")
             if n >= stage.epochs:
-                raise FacekitError(
-                    f"--freeze-{part.replace('_', '-')}-epochs ({n}) must be less than "
-                    f"--epochs ({stage.epochs}): the unfrozen epochs follow the frozen ones.")
+                raise OptionError(f"{{freeze_{part}_epochs}} ({n}) must be less than "
+                                  f"{{epochs}} ({stage.epochs}): the unfrozen epochs follow "
+                                  "the frozen ones.")
             unfrozen = dataclasses.replace(stage, freeze_backbone_epochs=0,
                                            freeze_basic_model_epochs=0)
             expanded += [dataclasses.replace(unfrozen, epochs=n, frozen=part),
@@ -174,9 +327,10 @@ class TrainConfig:
         """Options given on the command line (or to ``facekit.train``) win everywhere:
         at the top level and in this configuration's stages.  New ``stages`` given
         with them are taken as written, the other options being their defaults."""
+        unknown_options(options)
         if "stages" in options:
             return dataclasses.replace(self, **options)
-        staged = {key: value for key, value in options.items() if key in STAGE_FIELDS}
+        staged = {key: value for key, value in options.items() if key in STAGE_KEYS}
         stages = [{**stage, **staged} for stage in self.stages]
         return dataclasses.replace(self, **options, stages=stages)
 
@@ -192,12 +346,95 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "TrainConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise FacekitError(f"Unknown training option(s): {', '.join(unknown)}; "
-                               f"valid ones: {', '.join(sorted(known))}.")
+        unknown_options(data)
         return cls(**data)
+
+
+@dataclass(frozen=True)
+class Declared:
+    """One declared option: its field's name, type and default, and its spec."""
+
+    name: str
+    type: Any
+    default: Any
+    spec: OptionSpec
+
+    @property
+    def flag(self) -> str | None:
+        if not self.spec.cli:
+            return None
+        return self.spec.flag or "--" + self.name.replace("_", "-")
+
+    @property
+    def base_type(self):
+        """int, float, str, bool, list or dict, without ``| None``."""
+        args = [a for a in typing.get_args(self.type) if a is not type(None)]
+        base = args[0] if isinstance(self.type, types.UnionType) else self.type
+        return typing.get_origin(base) or base
+
+    @property
+    def optional(self) -> bool:
+        return type(None) in typing.get_args(self.type)
+
+
+def declared() -> list[Declared]:
+    """Every option, in declaration order."""
+    hints = typing.get_type_hints(TrainConfig)
+    return [Declared(f.name, hints[f.name],
+                     f.default_factory() if f.default is dataclasses.MISSING else f.default,
+                     f.metadata["facekit"])
+            for f in dataclasses.fields(TrainConfig)]
+
+
+OPTIONS = {option.name: option for option in declared()}
+STAGE_KEYS = tuple(name for name, option in OPTIONS.items() if option.spec.stage)
+
+
+def unknown_options(data: dict) -> None:
+    unknown = sorted(set(data) - set(OPTIONS))
+    if unknown:
+        raise FacekitError(f"Unknown training option(s): {', '.join(unknown)}; "
+                           f"valid ones: {', '.join(sorted(OPTIONS))}.")
+
+
+_TYPE_NAMES = {int: "a whole number", float: "a number", str: "text", bool: "true or false",
+               list: "a list", dict: "a table of options"}
+
+
+def _checked_value(option: Declared, value):
+    """``value`` of the option's type (ints widened to floats, paths to strings), inside
+    its choices and its check; else an OptionError naming the option."""
+    spec, kind = option.spec, option.base_type
+    if value is None and option.optional:
+        return None
+    if kind is str and isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if kind is list and isinstance(value, tuple):
+        value = list(value)
+    if kind is dict and isinstance(value, (list, tuple)):  # KEY=VALUE strings (the CLI's)
+        ok = all(isinstance(item, str) for item in value)
+    elif kind is list:
+        item = typing.get_args(option.type)[0]
+        item = typing.get_origin(item) or item
+        value = [os.fspath(v) if item is str and isinstance(v, os.PathLike) else v
+                 for v in value] if isinstance(value, list) else value
+        ok = isinstance(value, list) and all(
+            isinstance(v, item) and not (item is int and isinstance(v, bool)) for v in value)
+    else:
+        ok = isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
+    if not ok:
+        raise OptionError("{%s} must be %s, got {value!r}." % (
+            option.name, _TYPE_NAMES.get(kind, kind.__name__)), value=value)
+    if spec.choices and value not in spec.choices:
+        raise OptionError("{%s} must be one of {choices}, got '{value}'." % option.name,
+                          choices=", ".join(spec.choices), value=value)
+    if spec.check and isinstance(value, (int, float)) and (
+            math.isnan(value) or not spec.check.test(value)):
+        raise OptionError("{%s} %s, got {value}." % (option.name, spec.check.rule),
+                          value=value)
+    return value
 
 
 def read_config_file(path: str | Path) -> dict:
@@ -211,10 +448,14 @@ def read_config_file(path: str | Path) -> dict:
         data = tomllib.loads(path.read_text())
     except FileNotFoundError:
         raise FacekitError(f"The config file '{path}' does not exist.") from None
-    except tomllib.TOMLDecodeError as exc:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise FacekitError(f"The config file '{path}' is not valid TOML: {exc}.") from None
     data = _underscored(data)
-    data["stages"] = [_underscored(stage) for stage in data.get("stages", [])]
+    stages = data.get("stages", [])
+    if not isinstance(stages, list) or not all(isinstance(s, dict) for s in stages):
+        raise FacekitError(f"In '{path}', stages must be a list of tables ([[stages]]).")
+    data["stages"] = [_underscored(stage) for stage in stages]
+    unknown_options(data)
     return data
 
 
@@ -237,3 +478,39 @@ def _without_none(value):
     if isinstance(value, list):
         return [_without_none(v) for v in value]
     return value
+
+
+def options_markdown() -> str:
+    """docs/options.md: every option of ``facekit train``, by help panel."""
+    import json
+
+    lines = ["# `facekit train` options", "",
+             "Generated from the declarations in `facekit/config.py` by "
+             "`python -m facekit.config > docs/options.md`; a test keeps the two equal.",
+             "Each option is a *key* of a `run.toml` file (`--config`) and an argument of "
+             "`facekit.train(...)`; the *stage* ones may also be set in each `[[stages]]` "
+             "table of a run.toml.", ""]
+    for panel in PANELS:
+        lines += [f"## {panel}", "", "| key | flag | default | stage | what |",
+                  "|---|---|---|---|---|"]
+        for option in OPTIONS.values():
+            if option.spec.panel != panel:
+                continue
+            default = ("" if option.default in (None, [], {})
+                       else f"`{json.dumps(option.default)}`")
+            if option.spec.choices:
+                default += " of " + ", ".join(f"`{c}`" for c in option.spec.choices)
+            flag = f"`{option.flag}`" if option.flag else "(file only)"
+            if option.flag and option.base_type is bool and option.optional:
+                flag += f", `--no-{option.flag[2:]}`"
+            what = option.spec.help.replace("<", "&lt;").replace("|", "\\|")
+            lines.append(f"| `{option.name}` | {flag} | {default} | "
+                         f"{'yes' if option.spec.stage else ''} | {what} |")
+        lines.append("")
+    lines += ["Only on the command line: `--config FILE` (a run.toml file; options typed on "
+              "the command line override it, in every stage) and `--resume RUN`.", ""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(options_markdown(), end="")

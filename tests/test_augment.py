@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from facekit.data.augment import LEVELS, Augmentation, augmentation_layers, resolve_augmentation
+from facekit.config import TrainConfig
 from facekit.errors import FacekitError
 from facekit.model.build import build_model
 
@@ -13,10 +14,11 @@ def test_levels_and_switches():
     assert resolve_augmentation("none").is_identity()
     strong = resolve_augmentation("strong", flip=False, grayscale=0.5)
     assert (strong.flip, strong.grayscale, strong.contrast) == (False, 0.5, 0.2)
-    with pytest.raises(FacekitError, match="Unknown --augment level 'wild'"):
-        resolve_augmentation("wild")
-    with pytest.raises(FacekitError, match="--brightness must be in"):
-        resolve_augmentation("flip", brightness=2.0)
+    with pytest.raises(FacekitError, match="augment must be one of none, flip, light, "
+                                           "strong, got 'wild'"):
+        TrainConfig(augment="wild").checked()
+    with pytest.raises(FacekitError, match="brightness must be in \\[0, 1\\], got 2.0"):
+        TrainConfig(brightness=2.0).checked()
 
 
 @pytest.mark.parametrize("level", list(LEVELS))

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from facekit.data.pipeline import make_dataset, split_index
+from facekit.data.pipeline import make_dataset
+from facekit.data.split import split_index
 from facekit.data.index import scan_folder
 from facekit.errors import FacekitError
 
@@ -75,7 +76,7 @@ def test_training_pipeline_repeats_and_skips_files_broken_after_indexing(tmp_pat
 
 
 def test_split_by_identities_holds_out_whole_people(tmp_path):
-    from facekit.data.pipeline import split_identities
+    from facekit.data.split import split_identities
 
     for name in "abcdefghij":
         for i in range(3):

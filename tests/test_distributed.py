@@ -7,15 +7,16 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 import facekit
-from facekit.config import TrainConfig
 from facekit.fit.distributed import loopback_tf_configs
 from facekit.errors import FacekitError
-from facekit.fit.run import DataPlan, check_sharding
+from facekit.data.sources import FolderSource, ShardSource
+from facekit.fit.run import check_sharing
 
 TINY_CLUSTER = ["--backbone", "tinynet", "--image-size", "32", "--batch-size", "8",
                 "--embedding-size", "16", "--steps-per-epoch", "3", "--val-split", "0.2",
@@ -107,18 +108,19 @@ class _Devices:
     cluster: _Cluster
 
 
-def test_data_that_cannot_be_shared_evenly_is_refused(tmp_path):
+def test_data_that_cannot_be_shared_evenly_is_refused(tmp_path, tiny_faces):
     devices = _Devices(replicas=4, cluster=_Cluster(workers=4))
-    folder = DataPlan(classes=["a"], train_images=1000, val_images=0, summary="")
-    with pytest.raises(FacekitError, match="--batch-size 30 cannot be split evenly"):
-        check_sharding(folder, TrainConfig(batch_size=30), devices)
-    small = DataPlan(classes=["a"], train_images=100, val_images=0, summary="")
+    folder = FolderSource(tiny_faces, val_split=0.0, split_by="images", seed=0)
+    folder.train_images = 1000
+    with pytest.raises(FacekitError, match="batch_size 30 cannot be split evenly"):
+        check_sharing(folder, 30, devices)
+    folder.train_images = 100
     with pytest.raises(FacekitError, match="too few to give each of 4 workers"):
-        check_sharding(small, TrainConfig(batch_size=32), devices)
-    packed = DataPlan(classes=["a"], train_images=1000, val_images=0, summary="",
-                      shards=tmp_path, shard_files=2)
+        check_sharing(folder, 32, devices)
+    packed = ShardSource(tmp_path, val_split=0.0, split_by="images", seed=0)
+    packed.shard_files = 2
     with pytest.raises(FacekitError, match="2 shard\\(s\\) for 4 workers"):
-        check_sharding(packed, TrainConfig(batch_size=32), devices)
+        check_sharing(packed, 32, devices)
 
 
 def test_tf_config_decides_whether_to_train_on_a_cluster(monkeypatch):
@@ -134,3 +136,70 @@ def test_tf_config_decides_whether_to_train_on_a_cluster(monkeypatch):
     monkeypatch.delenv("SLURM_JOB_ID", raising=False)
     with pytest.raises(FacekitError, match="inside a Slurm job"):
         find_cluster("slurm")
+
+
+def test_a_worker_waiting_for_a_missing_one_says_so_and_stops_on_a_signal(tmp_path,
+                                                                           tiny_faces):
+    """Only one of two workers is started: it names the one it waits for, and SIGTERM
+    ends the wait with a sentence and a non-zero exit code."""
+    chief_config, _ = loopback_tf_configs(2)
+    other = json.loads(chief_config)["cluster"]["worker"][1]
+    log = tmp_path / "waiting.log"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "TF_CONFIG": chief_config}
+    with open(log, "w") as out:
+        worker = subprocess.Popen([sys.executable, "-m", "facekit", "train", "--data",
+                                   str(tiny_faces), "--output", str(tmp_path / "run")],
+                                  env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        while f"waiting for worker 1 ({other})" not in log.read_text():
+            assert worker.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.5)
+        worker.send_signal(signal.SIGTERM)
+        code = worker.wait(timeout=30)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    text = log.read_text()
+    assert code == 2, text
+    assert "Stopped by SIGTERM after" in text
+    assert f"waiting for worker 1 ({other}) to start; nothing was trained." in text
+    assert "Traceback" not in text
+
+
+def test_a_worker_gives_up_waiting_after_the_start_timeout(tmp_path, tiny_faces):
+    chief_config, _ = loopback_tf_configs(2)
+    other = json.loads(chief_config)["cluster"]["worker"][1]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "TF_CONFIG": chief_config}
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, "-m", "facekit", "train", "--data",
+                             str(tiny_faces), "--cluster-start-timeout", "4"],
+                            env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert (f"Error: Gave up after 4 s waiting for worker 1 ({other}) to start; start every "
+            "worker with the same command (or raise --cluster-start-timeout).") in result.stderr
+    assert time.monotonic() - started < 100
+
+
+def test_the_keras_fixes_are_undone_after_the_fit_and_fenced_by_version(monkeypatch):
+    import keras
+    from keras.src.backend.tensorflow import trainer
+
+    from facekit.fit.distributed import TESTED_KERAS, multi_worker_fit
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    original, strategy = trainer.reduce_per_replica, model._distribute_strategy
+    with multi_worker_fit(model):
+        assert trainer.reduce_per_replica is not original
+        assert model._distribute_strategy is None
+    assert trainer.reduce_per_replica is original
+    assert model._distribute_strategy is strategy
+
+    monkeypatch.setattr(keras, "__version__", "3.99.0")
+    with pytest.raises(FacekitError, match="tested only with Keras >=3.15,<3.16, and this is "
+                                           "Keras 3.99.0; install a tested version"):
+        with multi_worker_fit(model):
+            pass
+    assert trainer.reduce_per_replica is original
+    pyproject = (Path(__file__).parents[1] / "pyproject.toml").read_text()
+    assert f'"keras{",".join(TESTED_KERAS)}"' in pyproject

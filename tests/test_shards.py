@@ -9,7 +9,8 @@ import facekit
 from facekit.data.pipeline import make_dataset
 from facekit.errors import FacekitError
 from facekit.data.index import load_index
-from facekit.data.shards import pack, read_meta, shard_dataset
+from facekit.data.shards import pack, read_meta, record_bucket, shard_dataset
+from facekit.data.sources import open_source
 from tests.conftest import TINY_TRAIN, run_facekit
 
 
@@ -42,14 +43,16 @@ def test_each_worker_reads_its_own_shards(packed):
                                            worker_index=worker))
         seen.append({image.tobytes() for image in images.numpy()})
     assert len(seen[0]) + len(seen[1]) == 40 and not seen[0] & seen[1]
-    with pytest.raises(FacekitError, match="4 shard\\(s\\) cannot be shared by 5 workers"):
-        shard_dataset(packed, image_size=32, batch_size=8, training=False, num_workers=5)
+    source = open_source(packed, val_split=0.0, split_by="images", seed=0)
+    source.load()
+    source.check_workers(4, batch_size=8)  # one shard each
+    with pytest.raises(FacekitError, match="4 shard\\(s\\) for 5 workers"):
+        source.check_workers(5, batch_size=8)
 
 
 @pytest.mark.parametrize("block", [5, 256])
 def test_the_validation_split_of_shards_partitions_the_records(packed, monkeypatch, block):
     from facekit.data import shards
-    from facekit.fit.run import _record_bucket
 
     monkeypatch.setattr(shards, "KEEP_BLOCK", block)
 
@@ -58,9 +61,9 @@ def test_the_validation_split_of_shards_partitions_the_records(packed, monkeypat
             packed, image_size=32, batch_size=64, training=False, keep=keep)
                 for x in batch.numpy()]
 
-    val = images(lambda ids: _record_bucket(ids) < 250)
-    train = images(lambda ids: _record_bucket(ids) >= 250)
-    assert len(val) == int(np.sum(_record_bucket(np.arange(40)) < 250)) > 0
+    val = images(lambda ids: record_bucket(ids) < 250)
+    train = images(lambda ids: record_bucket(ids) >= 250)
+    assert len(val) == int(np.sum(record_bucket(np.arange(40)) < 250)) > 0
     assert sorted(val + train) == sorted(images(None))
 
 
@@ -69,7 +72,7 @@ def test_train_on_shards_with_a_validation_split(packed, tmp_path, tinynet_plugi
                            loss="softmax", val_split=0.25, **TINY_TRAIN)
     assert {"val_accuracy", "val_loss"} <= set(result.history)
     assert json.loads((result.run_dir / "classes.json").read_text())[0] == "person_000"
-    with pytest.raises(FacekitError, match="--split-by identities is not available"):
+    with pytest.raises(FacekitError, match="split_by identities is not available"):
         facekit.train(data=str(packed), split_by="identities", output=str(tmp_path / "r2"))
 
 

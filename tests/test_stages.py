@@ -165,7 +165,7 @@ def test_resume_between_stages(tmp_path, tiny_faces, tinynet_plugin):
 
 @pytest.mark.parametrize("stage,message", [
     ('batch_size = 4', "Stage 1 sets batch_size, which cannot change between stages"),
-    ('epochs = 2\nfreeze_backbone_epochs = 2', "must be less than --epochs"),
+    ('epochs = 2\nfreeze_backbone_epochs = 2', "freeze_backbone_epochs (2) must be less than epochs (2)"),
     ('loss = "arcface"\nhead = "softmax"', "expects cosine"),
 ])
 def test_bad_stages_are_refused_before_training(tmp_path, stage, message):

@@ -65,20 +65,24 @@ def test_embeddings_separate_identities_in_inference_mode(tmp_path, tmp_path_fac
 
 
 def test_train_rejects_bad_config_before_tensorflow(tiny_faces):
+    # Named the way they were given: TrainConfig fields here, --flags on the command line.
     with pytest.raises(facekit.FacekitError, match="outputs logits but the loss 'arcface' "
-                                                   "expects cosine; use --head normdense"):
+                                                   "expects cosine; use head normdense"):
         facekit.train(TrainConfig(data=str(tiny_faces), head="softmax", loss="arcface"))
-    with pytest.raises(facekit.FacekitError, match="--val-split must be in"):
+    with pytest.raises(facekit.FacekitError, match="val_split must be in"):
         facekit.train(data=str(tiny_faces), val_split=1.5)
-    with pytest.raises(facekit.FacekitError, match="Unknown optimizer 'adagrad'"):
+    with pytest.raises(facekit.FacekitError, match="optimizer must be one of adamax, adam, adamw, sgd, got 'adagrad'"):
         facekit.train(data=str(tiny_faces), optimizer="adagrad")
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--head", "softmax", "--loss", "arcface"], "outputs logits but the loss 'arcface'"),
+    (["--head", "softmax", "--loss", "arcface"], "expects cosine; use --head normdense"),
+    (["--batch-size", "0"], "--batch-size must be at least 1, got 0."),
+    (["--step-epochs", "3,x"], "--step-epochs takes whole numbers separated by commas"),
     (["--backbone", "vgg"], "Unknown backbone 'vgg'"),
     (["--loss-opt", "margin=0.5"], "has no option 'margin'; valid options: margin1, margin2"),
     (["--data", "/no/such/folder"], "data folder '/no/such/folder' does not exist"),
+    (["--output", __file__], f"--output '{__file__}' is a file; pass a folder"),
 ])
 def test_cli_user_mistakes_are_one_sentence_without_traceback(args, message):
     result = run_facekit("train", *args)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from facekit.errors import FacekitError
 
 
 @dataclass(frozen=True)
@@ -35,18 +34,13 @@ LEVELS = {
 
 
 def resolve_augmentation(level: str, **overrides) -> Augmentation:
-    """A named level with individual switches on top (None leaves the level's value)."""
-    if level not in LEVELS:
-        raise FacekitError(f"Unknown --augment level '{level}'; choose one of: "
-                           f"{', '.join(LEVELS)}.")
+    """A named level with individual switches on top (None leaves the level's value).
+
+    The level and the ranges of the switches are checked with the other training
+    options (facekit.config).
+    """
     values = {**LEVELS[level].__dict__, **{k: v for k, v in overrides.items() if v is not None}}
-    augmentation = Augmentation(**values)
-    for name in ("brightness", "contrast", "saturation", "grayscale"):
-        if not 0.0 <= getattr(augmentation, name) <= 1.0:
-            raise FacekitError(f"--{name} must be in [0, 1], got {getattr(augmentation, name)}.")
-    if not 0.1 <= augmentation.crop_scale <= 1.0:
-        raise FacekitError(f"--crop-scale must be in [0.1, 1], got {augmentation.crop_scale}.")
-    return augmentation
+    return Augmentation(**values)
 
 
 def augmentation_layers(augmentation: Augmentation, seed: int = 0) -> list:

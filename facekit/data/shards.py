@@ -88,28 +88,32 @@ def _int(value: int):
 KEEP_BLOCK = 256  # records tested by ``keep`` per call
 
 
+def record_bucket(record_id):
+    """A fixed pseudo-random bucket 0..999 per record id (NumPy or TensorFlow integers):
+    the validation split of shards holds the records of the first buckets."""
+    return (record_id * 2654435761) % 1000
+
+
 def shard_dataset(path, *, image_size: int, batch_size: int, training: bool, seed: int = 0,
                   keep=None, num_workers: int = 1, worker_index: int = 0,
                   shuffle_buffer: int = 10_000, skip_batches: int = 0,
-                  deterministic: bool = False):
+                  deterministic: bool = False, meta: dict | None = None):
     """(uint8 images, int32 labels) batches from packed shards.
 
     ``keep(record_ids)`` (vectorized) selects records (a validation split)
     before anything is parsed: shard k holds the records ``start_k, start_k + 1, ...`` of the
     packed order.  Records are parsed and decoded a batch at a time.  With
-    several workers each reads shards ``worker_index::num_workers``.
+    several workers each reads shards ``worker_index::num_workers``.  ``meta`` saves
+    reading the metadata file again.
     """
     import tensorflow as tf
 
     from facekit.data.pipeline import decode_batch
 
-    meta = read_meta(path)
+    meta = meta or read_meta(path)
     files = [str(Path(path) / shard["file"]) for shard in meta["shards"]]
     starts = np.cumsum([0] + [shard["images"] for shard in meta["shards"]])[:-1]
-    if num_workers > 1:
-        if len(files) < num_workers:
-            raise FacekitError(f"{len(files)} shard(s) cannot be shared by {num_workers} "
-                               "workers; pack again with a smaller --images-per-shard.")
+    if num_workers > 1:  # ShardSource.check_workers makes sure each worker gets one
         files, starts = files[worker_index::num_workers], starts[worker_index::num_workers]
 
     block = KEEP_BLOCK

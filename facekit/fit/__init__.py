@@ -1,2 +1,45 @@
-"""Fitting a planned run: devices and clusters, the Keras fit loop, its callbacks,
-checkpoints, optimizers and BatchNorm recalibration."""
+"""Fitting a planned run: devices and clusters (``devices``, ``distributed``), the
+Keras fit loop (``run``), its callbacks, checkpoints, optimizers and BatchNorm
+recalibration.  ``facekit.train`` is :func:`train` here; importing this package
+is light, so planning still happens before TensorFlow loads."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass
+class TrainResult:
+    """What a run produced: its folder and its per-epoch history."""
+
+    run_dir: Path
+    history: dict[str, list[float]]
+    interrupted: str | None = None  # the signal that stopped the run early
+    seconds: float = 0.0  # wall time of the epochs (validation and checkpoints included)
+    images: int = 0  # training images seen
+
+    @property
+    def basic_model_path(self) -> Path:
+        return self.run_dir / "basic_model.keras"
+
+    @property
+    def model_path(self) -> Path:
+        return self.run_dir / "model.keras"
+
+
+def train(config=None, *, resume: str | Path | None = None, callbacks: list | None = None,
+          **options) -> TrainResult:
+    """Train a face model; ``options`` are TrainConfig fields and override ``config``
+    (in every stage too).
+
+    With ``resume`` (a run folder) the run continues from its last checkpoint
+    with its saved configuration; ``options`` may still change, say, ``epochs``.
+    ``callbacks`` are extra Keras callbacks, run after facekit's own in every stage.
+    """
+    from facekit.plan import plan_run
+
+    plan = plan_run(config, resume=resume, **options)
+    from facekit.fit.run import fit
+
+    return fit(plan, callbacks or [])

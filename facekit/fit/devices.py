@@ -20,21 +20,30 @@ class Devices:
     strategy: object  # a tf.distribute.Strategy
     replicas: int  # in the whole cluster
     policy: str  # the Keras dtype policy of the run
-    cluster: object = None  # a facekit.distributed.Cluster when training on several workers
+    cluster: object = None  # a facekit.fit.distributed.Cluster when training on several workers
+    gpus: int = 0  # on this machine
 
     @property
     def chief(self) -> bool:
         """Whether this process writes the run folder's shared files."""
         return self.cluster is None or self.cluster.chief
 
+    def jit_compile(self, requested: bool | None):
+        """XLA for the train step: as requested, else off on CPUs (slower there, see
+        benchmarks/jit_compile.py) and Keras' own choice on GPUs."""
+        if requested is not None:
+            return requested
+        return "auto" if self.gpus else False
 
-def setup_devices(devices: str | None = None, mixed_precision: bool = False,
-                  cluster: str | None = "auto", collective_timeout: float = 300.0) -> Devices:
-    """Memory growth, then the strategy: a multi-worker cluster when TF_CONFIG (or
-    ``cluster="slurm"``) describes one, else ``devices`` ("auto", or "gpu:0,gpu:1")."""
+
+def setup_devices(devices: str | None = None, mixed_precision: bool = False, cluster=None,
+                  collective_timeout: float = 300.0, start_timeout: float = 300.0,
+                  verbose: bool = True) -> Devices:
+    """Memory growth, then the strategy: MultiWorkerMirroredStrategy over ``cluster``
+    (a facekit.fit.distributed.Cluster), else ``devices`` ("auto", or "gpu:0,gpu:1")."""
     import tensorflow as tf
 
-    from facekit.fit.distributed import find_cluster, multi_worker_strategy
+    from facekit.fit.distributed import multi_worker_strategy
 
     gpus = tf.config.list_physical_devices("GPU")
     for gpu in gpus:
@@ -42,12 +51,8 @@ def setup_devices(devices: str | None = None, mixed_precision: bool = False,
             tf.config.experimental.set_memory_growth(gpu, True)
         except RuntimeError:
             pass  # already initialized: the setting can no longer change
-    found = find_cluster(cluster)
-    if found is not None:
-        if devices not in (None, "", "auto"):
-            raise FacekitError("--devices chooses devices on one machine; a multi-worker run "
-                               "uses every local GPU (choose them with CUDA_VISIBLE_DEVICES).")
-        strategy = multi_worker_strategy(found, collective_timeout)
+    if cluster is not None:
+        strategy = multi_worker_strategy(cluster, collective_timeout, start_timeout, verbose)
     else:
         names = _device_names(devices, gpus)
         if len(names) > 1:
@@ -57,7 +62,7 @@ def setup_devices(devices: str | None = None, mixed_precision: bool = False,
     policy = "float32"
     if mixed_precision:  # float16 on GPUs; CPUs compute bfloat16 natively
         policy = "mixed_float16" if gpus else "mixed_bfloat16"
-    return Devices(strategy, strategy.num_replicas_in_sync, policy, found)
+    return Devices(strategy, strategy.num_replicas_in_sync, policy, cluster, len(gpus))
 
 
 def _device_names(devices: str | None, gpus) -> list[str]:

@@ -15,6 +15,7 @@ from typing import NamedTuple
 
 import keras
 
+from facekit.config import POOLINGS
 from facekit.fit.devices import dtype_policy
 from facekit.errors import FacekitError
 from facekit.registry import Registry, get_registry
@@ -34,30 +35,30 @@ def build_model(num_classes: int, backbone: str = "mobilenetv2", head: str = "no
                 pooling: str = "gap", backbone_options: dict | None = None,
                 head_options: dict | None = None, augmentation=None, seed: int = 0,
                 registry: Registry | None = None) -> FaceModels:
-    """Build the basic (embedding) model and the training model around it."""
-    basic_model = build_basic_model(
-        backbone, image_size=image_size, embedding_size=embedding_size, dropout=dropout,
-        pooling=pooling, backbone_options=backbone_options, registry=registry)
-    return FaceModels(basic_model, build_training_model(
-        basic_model, num_classes, head, head_options=head_options,
-        augmentation=augmentation, seed=seed, registry=registry))
+    """Build the basic (embedding) model and the training model around it, by the
+    names of their components (for your own training loop)."""
+    from facekit.plan import resolve
 
-
-def build_basic_model(backbone: str = "mobilenetv2", *, image_size: int = 112,
-                      embedding_size: int = 512, dropout: float = 0.1, pooling: str = "gap",
-                      backbone_options: dict | None = None,
-                      registry: Registry | None = None) -> keras.Model:
-    """image [0, 255] -> backbone -> pooling -> dropout -> float32 embedding."""
-    from facekit.options import parse_options
-
+    if pooling not in POOLINGS:
+        raise FacekitError(f"Unknown pooling '{pooling}'; use {' or '.join(POOLINGS)}.")
     registry = registry or get_registry()
-    backbone_component = registry.get("backbone", backbone)
-    if pooling not in ("gap", "flatten"):
-        raise FacekitError(f"Unknown pooling '{pooling}'; use gap or flatten.")
+    basic_model = build_basic_model(
+        resolve(registry, "backbone", backbone, backbone_options), image_size=image_size,
+        embedding_size=embedding_size, dropout=dropout, pooling=pooling)
+    return FaceModels(basic_model, build_training_model(
+        basic_model, num_classes, resolve(registry, "head", head, head_options),
+        augmentation=augmentation, seed=seed))
+
+
+def build_basic_model(backbone, *, image_size: int = 112, embedding_size: int = 512,
+                      dropout: float = 0.1, pooling: str = "gap") -> keras.Model:
+    """image [0, 255] -> backbone -> pooling -> dropout -> float32 embedding.
+
+    ``backbone`` is a resolved component (facekit.plan.Resolved).
+    """
     input_shape = (image_size, image_size, 3)
     inputs = keras.Input(shape=input_shape, name="image")
-    backbone_model = backbone_component.build(
-        input_shape=input_shape, **parse_options(backbone_component, backbone_options))
+    backbone_model = backbone.build(input_shape)
     backbone_model.name = BACKBONE_LAYER  # one name to find (and freeze) whatever the plugin
     features = backbone_model(inputs)
     if pooling == "gap":
@@ -70,27 +71,21 @@ def build_basic_model(backbone: str = "mobilenetv2", *, image_size: int = 112,
     return keras.Model(inputs, embedding, name=BASIC_MODEL)
 
 
-def build_training_model(basic_model: keras.Model, num_classes: int, head: str = "normdense",
-                         *, head_options: dict | None = None, augmentation=None,
-                         seed: int = 0, registry: Registry | None = None) -> keras.Model:
-    """image -> augmentation layers -> basic model -> a new head.
+def build_training_model(basic_model: keras.Model, num_classes: int, head, *,
+                         augmentation=None, seed: int = 0) -> keras.Model:
+    """image -> augmentation layers -> basic model -> a new head (a resolved component).
 
     The augmentation layers (see facekit.data.augment) act only while training.
     Staged training calls this again to put a new head on a trained basic model.
     """
     from facekit.data.augment import augmentation_layers
-    from facekit.options import parse_options
 
-    registry = registry or get_registry()
-    head_component = registry.get("head", head)
     images = keras.Input(shape=basic_model.input_shape[1:], name="image")
     augmented = images
     for layer in augmentation_layers(augmentation, seed) if augmentation else []:
         augmented = layer(augmented)
     with dtype_policy("float32"):  # so is the head: the loss gets float32 scores
-        head_layer = head_component.build(
-            num_classes, **parse_options(head_component, head_options))
-        outputs = head_layer(basic_model(augmented))
+        outputs = head.build(num_classes)(basic_model(augmented))
     return keras.Model(images, outputs, name="face_model")
 
 

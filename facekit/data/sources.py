@@ -1,0 +1,164 @@
+"""Data sources: where training images come from, behind one small interface.
+
+A source is opened when the run is planned (cheap: which format, does it
+exist, can it do what the options ask) and loaded when the run starts (its
+index, its validation split).  It then answers how many images and classes
+there are, refuses a cluster it cannot share its data with, and gives the
+``tf.data`` datasets of one worker.  Training code never branches on formats;
+a new format is a new class in ``SOURCES``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from facekit.config import OptionError
+from facekit.errors import FacekitError
+
+
+class DataSource:
+    """The interface every format implements; what ``load`` fills in is below."""
+
+    def __init__(self, path: Path, *, val_split: float, split_by: str, seed: int):
+        self.path, self.val_split, self.split_by, self.seed = path, val_split, split_by, seed
+        # Known once loaded:
+        self.classes: list[str] = []
+        self.train_images = self.val_images = 0
+        self.summary = ""
+        self.skipped: list = []  # (path, reason) of unusable images
+        self.eval_sets: list = []  # verification sets the data provides (held-out people)
+
+    @staticmethod
+    def accepts(path: Path) -> bool:
+        """Whether ``path`` is data of this format."""
+        raise NotImplementedError
+
+    def load(self) -> None:
+        """Index and split the data (may use TensorFlow to check images)."""
+        raise NotImplementedError
+
+    def check_workers(self, workers: int, batch_size: int) -> None:
+        """Refuse, in one sentence, a cluster whose workers cannot each get a share."""
+
+    def datasets(self, image_size: int, batch_size: int, *, seed: int, skip_batches: int = 0,
+                 deterministic: bool = False, workers: int = 1, worker: int = 0):
+        """(training dataset, validation dataset or None) of (uint8 images, int32 labels);
+        with several ``workers``, the share of ``worker``."""
+        raise NotImplementedError
+
+
+class FolderSource(DataSource):
+    """DATA/<identity>/<image> folders, or a glob2 pattern of such files."""
+
+    @staticmethod
+    def accepts(path: Path) -> bool:
+        return True  # the fallback: what is not another format must be a folder
+
+    def __init__(self, path: Path, **split):
+        from facekit.data.index import is_pattern, require_folder
+
+        super().__init__(path, **split)
+        if not is_pattern(path):
+            require_folder(path)  # a user mistake: say so before TensorFlow starts
+
+    def load(self) -> None:
+        from facekit.data.index import load_index
+        from facekit.data.split import split_identities, split_index
+
+        index = load_index(self.path)
+        self.summary, self.skipped = index.summary(), index.skipped
+        if self.split_by == "identities":
+            from facekit.eval.sets import VerificationSet
+
+            train, held_out = split_identities(index, self.val_split, self.seed)
+            self.train, self.val = train, None
+            self.eval_sets = [] if held_out is None else [VerificationSet.from_index(
+                held_out, 10 * max(1, min(50, len(held_out) // 10)), 5, self.seed, "val")]
+        else:
+            self.train, self.val = split_index(index, self.val_split, self.seed)
+            singles = int((index.counts() == 1).sum())
+            if self.val is not None and singles:
+                self.summary += (f"\n{singles} identities have a single image: they are "
+                                 "trained on but have none held out for validation")
+        self.classes = self.train.classes
+        self.train_images = len(self.train)
+        self.val_images = 0 if self.val is None else len(self.val)
+
+    def check_workers(self, workers: int, batch_size: int) -> None:
+        if self.train_images < batch_size * workers:
+            raise OptionError(f"{self.train_images} training images are too few to give each "
+                              f"of {workers} workers a full batch; lower {{batch_size}}.")
+
+    def datasets(self, image_size: int, batch_size: int, *, seed: int, skip_batches: int = 0,
+                 deterministic: bool = False, workers: int = 1, worker: int = 0):
+        from facekit.data.pipeline import make_dataset
+
+        share = dict(image_size=image_size, batch_size=batch_size, num_workers=workers,
+                     worker_index=worker)
+        train = make_dataset(self.train, training=True, seed=seed, skip_batches=skip_batches,
+                             deterministic=deterministic, **share)
+        val = None if self.val is None else make_dataset(self.val, training=False, **share)
+        return train, val
+
+
+class ShardSource(DataSource):
+    """TFRecord shards written by ``facekit pack``; the validation split is a fixed
+    pseudo-random subset of record ids, so it is the same on every worker and run."""
+
+    @staticmethod
+    def accepts(path: Path) -> bool:
+        from facekit.data.shards import is_packed
+
+        return is_packed(path)
+
+    def __init__(self, path: Path, **split):
+        super().__init__(path, **split)
+        if self.split_by == "identities":
+            raise OptionError("{split_by} identities is not available for packed shards; use "
+                              "{split_by} images, or evaluate held-out people with "
+                              "{eval_pairs}/{eval_bins}.")
+
+    def load(self) -> None:
+        from facekit.data.shards import read_meta, record_bucket
+
+        self.meta = meta = read_meta(self.path)
+        self.permille = int(round(self.val_split * 1000))
+        ids = np.arange(meta["images"], dtype=np.int64)
+        self.val_images = int(np.sum(record_bucket(ids) < self.permille))
+        self.train_images = meta["images"] - self.val_images
+        self.classes, self.shard_files = meta["classes"], len(meta["shards"])
+        self.summary = (f"{meta['images']} packed images of {len(self.classes)} identities in "
+                        f"{self.shard_files} shard(s)")
+
+    def check_workers(self, workers: int, batch_size: int) -> None:
+        if self.shard_files < workers:
+            raise FacekitError(f"The packed data has {self.shard_files} shard(s) for {workers} "
+                               "workers, and each worker reads whole shards; pack it again "
+                               "with a smaller --images-per-shard.")
+
+    def datasets(self, image_size: int, batch_size: int, *, seed: int, skip_batches: int = 0,
+                 deterministic: bool = False, workers: int = 1, worker: int = 0):
+        from facekit.data.shards import record_bucket, shard_dataset
+
+        permille = self.permille
+        share = dict(image_size=image_size, batch_size=batch_size, num_workers=workers,
+                     worker_index=worker, meta=self.meta)
+        train = shard_dataset(self.path, training=True, seed=seed,
+                              keep=lambda ids: record_bucket(ids) >= permille,
+                              skip_batches=skip_batches, deterministic=deterministic, **share)
+        val = None if not self.val_images else shard_dataset(
+            self.path, training=False, keep=lambda ids: record_bucket(ids) < permille, **share)
+        return train, val
+
+
+SOURCES = (ShardSource, FolderSource)  # the first that accepts a path reads it
+
+
+def open_source(path: str | Path, *, val_split: float, split_by: str, seed: int
+                ) -> DataSource:
+    """The source that reads ``path``, checked for what it can be asked without TensorFlow."""
+    path = Path(path)
+    kind = next(source for source in SOURCES if source.accepts(path))
+    return kind(path, val_split=val_split, split_by=split_by, seed=seed)

@@ -1,0 +1,192 @@
+"""Planning a run: a configuration resolved once, before TensorFlow is imported.
+
+``plan_run`` checks every option, looks up the components and types their
+options, lays out the stages, opens the data source, reads the verification
+sets, finds the cluster and picks the run folder.  Everything downstream
+(facekit.fit) takes the resulting :class:`RunPlan`; nothing is looked up or
+checked a second time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from facekit.config import OptionError, TrainConfig, read_config_file
+from facekit.errors import FacekitError
+from facekit.options import parse_options
+from facekit.registry import Component, Registry, get_registry
+
+CONFIG_FILE = "config.toml"  # the resolved configuration: facekit train --config RUN/config.toml
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """A component with its options typed: what a model or loss is built from."""
+
+    component: Component
+    options: dict
+
+    @property
+    def name(self) -> str:
+        return self.component.name
+
+    def build(self, *args):
+        return self.component.build(*args, **self.options)
+
+
+def resolve(registry: Registry, kind: str, name: str, options) -> Resolved:
+    component = registry.get(kind, name)
+    return Resolved(component, parse_options(component, options))
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    """One stage of a run: its whole configuration, its head and loss, its epochs."""
+
+    number: int
+    config: TrainConfig
+    head: Resolved
+    loss: Resolved
+    first_epoch: int  # epochs of the run before this stage
+    keeps_head: bool  # the previous stage's head (and its weights) carries over
+
+    @property
+    def end_epoch(self) -> int:
+        return self.first_epoch + self.config.epochs
+
+
+@dataclass
+class RunPlan:
+    """Everything a run needs, resolved: what ``facekit.fit`` trains."""
+
+    config: TrainConfig  # checked, with plugin options typed: what the run records
+    backbone: Resolved
+    stages: list[StagePlan]
+    augmentation: object  # a facekit.data.augment.Augmentation
+    source: object  # a facekit.data.sources.DataSource, opened but not loaded
+    eval_sets: list  # verification sets named by the options
+    cluster: object  # a facekit.fit.distributed.Cluster, or None to train alone
+    run_dir: Path
+    resume: dict | None = None  # the checkpoint state a resumed run continues from
+
+    @property
+    def total_epochs(self) -> int:
+        return self.stages[-1].end_epoch
+
+    def describe_stages(self) -> str:
+        lines = [f"{len(self.stages)} stages:"]
+        for stage in self.stages:
+            c = stage.config
+            frozen = "" if c.frozen == "none" else f", {c.frozen} frozen"
+            lines.append(f"  {stage.number}. epochs {stage.first_epoch + 1}-{stage.end_epoch}: "
+                         f"{c.head} head, {c.loss} loss, {c.optimizer}{frozen}")
+        return "\n".join(lines)
+
+
+def plan_run(config: TrainConfig | None = None, *, resume: str | Path | None = None,
+             registry: Registry | None = None, **options) -> RunPlan:
+    """Resolve a configuration (``options`` override it, in every stage too), or the
+    saved one of the run folder ``resume``, into a RunPlan."""
+    from facekit.data.demo import demo_dataset_dir
+    from facekit.data.sources import open_source
+    from facekit.fit.distributed import find_cluster
+
+    state = None
+    if resume is not None:
+        config, state = _resume_config(Path(resume), options)
+    else:
+        config = (config or TrainConfig()).with_overrides(**options)
+    config = config.checked()
+    if config.tensorboard and importlib.util.find_spec("tensorboard") is None:
+        raise FacekitError("--tensorboard needs the tensorboard package (TensorFlow no longer "
+                           "ships it): pip install 'facekit[tensorboard]'.")
+    registry = registry or get_registry()
+    backbone = resolve(registry, "backbone", config.backbone, config.backbone_options)
+    stages, previous = [], None
+    for number, stage_config in enumerate(config.stage_configs(), 1):
+        head, loss = _head_and_loss(registry, stage_config)
+        stage_config = dataclasses.replace(
+            stage_config, backbone_options=backbone.options, head_options=head.options,
+            loss_options=loss.options)
+        keeps_head = previous is not None and previous.head == head
+        stages.append(StagePlan(number, stage_config, head, loss,
+                                previous.end_epoch if previous else 0, keeps_head))
+        previous = stages[-1]
+    head, loss = _head_and_loss(registry, config)
+    config = dataclasses.replace(config, backbone_options=backbone.options,
+                                 head_options=head.options, loss_options=loss.options)
+    cluster = find_cluster(config.cluster)
+    if cluster is not None and config.devices not in (None, "", "auto"):
+        raise OptionError("{devices} chooses devices on one machine; a multi-worker run uses "
+                          "every local GPU (choose them with CUDA_VISIBLE_DEVICES).")
+    data = config.data or demo_dataset_dir()
+    source = open_source(data, val_split=config.val_split, split_by=config.split_by,
+                         seed=config.seed)
+    return RunPlan(config, backbone, stages, config.augmentation(), source,
+                   load_eval_sets(config), cluster,
+                   Path(resume) if resume is not None else _run_dir(config.output), state)
+
+
+def _head_and_loss(registry: Registry, config: TrainConfig) -> tuple[Resolved, Resolved]:
+    head = registry.get("head", config.head)
+    loss = registry.get("loss", config.loss)
+    if head.outputs != loss.expects:
+        fitting = [name for name in registry.names("head")
+                   if registry.components["head"][name].outputs == loss.expects]
+        choice = " or {head} ".join(fitting) or "<a {expects} head>"
+        raise OptionError("The head '{name}' outputs {outputs} but the loss '{loss_name}' "
+                          f"expects {{expects}}; use {{head}} {choice} with this loss.",
+                          name=head.name, outputs=head.outputs, loss_name=loss.name,
+                          expects=loss.expects)
+    return (Resolved(head, parse_options(head, config.head_options)),
+            Resolved(loss, parse_options(loss, config.loss_options)))
+
+
+def _resume_config(run_dir: Path, options: dict) -> tuple[TrainConfig, dict]:
+    from facekit.fit.checkpoints import read_state
+
+    if not (run_dir / CONFIG_FILE).is_file():
+        raise FacekitError(f"'{run_dir}' is not a facekit run folder (no {CONFIG_FILE}).")
+    state = read_state(run_dir)
+    if state is None:
+        raise FacekitError(f"'{run_dir}' has no checkpoint yet (no epoch finished); start "
+                           "the run again instead of resuming it.")
+    saved = TrainConfig.from_dict(read_config_file(run_dir / CONFIG_FILE))
+    if saved.stages and "epochs" in options:
+        raise OptionError("{epochs} cannot change a run with stages on resume; each stage "
+                          "keeps its epochs (see {file}).", file=run_dir / CONFIG_FILE)
+    config = saved.with_overrides(**options, output=str(run_dir))
+    if state["epoch"] >= config.total_epochs:
+        raise OptionError("'{run}' has already trained {done} epoch(s); pass {epochs} with "
+                          "more than {done} to continue.", run=run_dir, done=state["epoch"])
+    return config, state
+
+
+def load_eval_sets(config: TrainConfig) -> list:
+    """The verification sets to run after each epoch (read before training starts)."""
+    from facekit.eval.sets import VerificationSet
+
+    sets = [VerificationSet.from_pairs(data, pairs)
+            for pairs, data in zip(config.eval_pairs, config.eval_data)]
+    sets += [VerificationSet.from_bin(path) for path in config.eval_bins]
+    names = [s.name for s in sets]
+    if len(set(names)) != len(names):
+        raise FacekitError(f"Two verification sets share a name ({', '.join(names)}); "
+                           "rename one of the files.")
+    return sets
+
+
+def _run_dir(output: str | None) -> Path:
+    """The new run's folder (created when training starts)."""
+    run_dir = Path(output) if output else Path("runs") / time.strftime("%Y%m%d-%H%M%S")
+    if run_dir.exists() and not run_dir.is_dir():
+        raise OptionError("{output} '{path}' is a file; pass a folder (it is created if "
+                          "missing).", path=run_dir)
+    if (run_dir / "model.keras").exists():
+        raise OptionError("The run folder '{path}' already holds a trained model; pass "
+                          "another {output} folder.", path=run_dir)
+    return run_dir
