@@ -3,6 +3,7 @@
 import csv
 import json
 import pickle
+import re
 
 import numpy as np
 import pandas as pd
@@ -136,3 +137,54 @@ def test_bad_best_by_and_eval_arguments(tiny_faces, tmp_path):
     assert result.returncode == 2
     assert "Give --data with --pairs or --auto-pairs, or --bin alone." in result.stderr
 
+
+class _Payload:
+    """What a crafted .bin does on a plain pickle.load: run a command."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_a_crafted_bin_is_refused_and_its_code_never_runs(tmp_path):
+    marker = tmp_path / "payload-ran"
+    evil = tmp_path / "evil.bin"
+    evil.write_bytes(pickle.dumps(([_Payload(marker), b"x"], [True])))
+    for command in (["eval", "--model", str(tmp_path), "--bin", str(evil)],
+                    ["train", "--eval-bin", str(evil)]):
+        result = run_facekit(*command)
+        assert result.returncode == 2
+        assert result.stderr.strip() == (
+            f"Error: '{evil}' is not an insightface verification .bin: it refers to "
+            "posix.system, which a verification set never holds.")
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("content,reason", [
+    (("not", "a", "pair"), "expected a pair (images, issame)"),
+    (([b"a", "text"], [True]), "its images are not a list of encoded images"),
+    (([b"a", b"b"], ["yes"]), "its pair labels are not a list of true/false values"),
+    (([b"a"], [True]), "it holds 1 images for 1 pairs, not two per pair"),
+])
+def test_bin_files_of_another_shape_are_refused(tmp_path, content, reason):
+    path = tmp_path / "odd.bin"
+    path.write_bytes(pickle.dumps(content))
+    with pytest.raises(facekit.FacekitError, match=re.escape(reason)):
+        VerificationSet.from_bin(path)
+
+
+def test_bin_files_with_numpy_contents_and_python2_strings_load(tmp_path):
+    from facekit.eval.binfile import read_bin
+
+    images = [np.frombuffer(b"jpeg-%d" % i, dtype=np.uint8) for i in range(4)]
+    path = tmp_path / "np.bin"
+    path.write_bytes(pickle.dumps((images, np.array([True, False])), protocol=2))
+    encoded, issame = read_bin(path)
+    assert encoded == [b"jpeg-0", b"jpeg-1", b"jpeg-2", b"jpeg-3"]
+    assert issame.tolist() == [True, False]
+    path.write_bytes(pickle.dumps(([b"a", b"b"], [np.True_]), protocol=2))
+    assert read_bin(path)[1].tolist() == [True]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,27 +61,16 @@ class VerificationSet:
 
     @classmethod
     def from_bin(cls, path, folds: int = 10) -> "VerificationSet":
-        """An insightface verification ``.bin``: pickled (encoded images, same flags).
+        """An insightface verification ``.bin`` (read safely: facekit.eval.binfile).
 
-        Written by Python 2, hence ``encoding="bytes"``.  Image 2k and 2k+1
-        form pair k, in fold order.
+        Image 2k and 2k+1 form pair k, in fold order.
         """
+        from facekit.eval.binfile import read_bin
+
         path = Path(path)
-        if not path.is_file():
-            raise FacekitError(f"The verification file '{path}' does not exist.")
-        try:
-            with open(path, "rb") as f:
-                images, issame = pickle.load(f, encoding="bytes")
-        except Exception as exc:
-            raise FacekitError(f"'{path}' is not an insightface verification .bin "
-                               f"({type(exc).__name__}: {exc}).") from None
-        images = [bytes(getattr(image, "tobytes", lambda: image)()) for image in images]
-        if len(images) != 2 * len(issame):
-            raise FacekitError(f"'{path}' holds {len(images)} images for {len(issame)} pairs; "
-                               "expected two images per pair.")
+        images, issame = read_bin(path)
         pairs = np.arange(len(issame))
-        return cls(path.stem, images, 2 * pairs, 2 * pairs + 1,
-                   np.asarray(issame, dtype=bool), folds, encoded=True)
+        return cls(path.stem, images, 2 * pairs, 2 * pairs + 1, issame, folds, encoded=True)
 
 
 def evaluate_set(model, vset: VerificationSet, *, flip: bool = True, batch_size: int = 64,
