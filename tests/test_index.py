@@ -105,6 +105,12 @@ def test_index_command_summary(tmp_path):
     assert "empty.jpg: empty file" in result.stdout
     missing = run_facekit("index", str(tmp_path / "nowhere"))
     assert missing.returncode == 2 and "does not exist" in missing.stderr
+    a_file = root / "id0" / "0.jpg"
+    result = run_facekit("index", str(a_file))
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f"Error: '{a_file}' is a file, not a folder of identity sub-folders "
+        "(DATA/<identity>/<image>).")
 
 
 def test_run_over_bad_files_lists_them(tmp_path, tinynet_plugin):

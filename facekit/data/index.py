@@ -196,9 +196,12 @@ def is_pattern(root) -> bool:
 
 
 def require_folder(root: Path) -> None:
+    if root.is_file():
+        raise FacekitError(f"'{root}' is a file, not a folder of identity sub-folders "
+                           "(DATA/<identity>/<image>).")
     if not root.is_dir():
-        raise FacekitError(f"The data folder '{root}' does not exist; pass --data with a "
-                           "folder of identity sub-folders (or omit it to use the demo data).")
+        raise FacekitError(f"The data folder '{root}' does not exist; expected a folder of "
+                           "identity sub-folders (DATA/<identity>/<image>).")
 
 
 def _verified(index: DatasetIndex) -> DatasetIndex:
