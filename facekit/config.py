@@ -242,6 +242,9 @@ class TrainConfig:
     collective_timeout: float = option(
         300.0, "Seconds a worker waits for the others during training before it stops with "
         "an error.", HARDWARE, check=positive())
+    cluster_start_timeout: float = option(
+        300.0, "Seconds a worker waits for the others to start before it gives up.",
+        HARDWARE, check=positive())
     # Stages
     init_from: str | None = option(
         None, "Start from these basic-model weights: a run folder, a .keras model or a "

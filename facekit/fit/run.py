@@ -27,7 +27,8 @@ def fit(plan: RunPlan, callbacks: list | None = None) -> TrainResult:
     # Before any other TensorFlow work: GPU memory growth and the cluster's
     # collectives can only be configured before TensorFlow starts.
     devices = setup_devices(config.devices, config.mixed_precision, plan.cluster,
-                            config.collective_timeout, 300.0, bool(config.verbose))
+                            config.collective_timeout, config.cluster_start_timeout,
+                            bool(config.verbose))
     source.load()
     check_sharing(source, config.batch_size, devices)
     eval_sets = plan.eval_sets + source.eval_sets
