@@ -71,8 +71,8 @@ def list_plugins(
         typer.echo(typer.style(f"{k}s".replace("losss", "losses"), bold=True))
         for name in registry.names(k):
             component = registry.components[k][name]
-            scores = component.outputs or component.expects
-            suffix = f" [{'outputs' if component.outputs else 'expects'} {scores}]" if scores else ""
+            suffix = (f" [outputs {', '.join(component.outputs)}]" if component.outputs else
+                      f" [expects {component.expects}]" if component.expects else "")
             typer.echo(f"  {name:<18} {component.summary}{suffix}")
             typer.echo(f"  {'':<18} provider: {component.provider}")
             if component.options:

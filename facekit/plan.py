@@ -29,13 +29,14 @@ class Resolved:
 
     component: Component
     options: dict
+    extra: dict = dataclasses.field(default_factory=dict)  # reserved arguments facekit sets
 
     @property
     def name(self) -> str:
         return self.component.name
 
     def build(self, *args):
-        return self.component.build(*args, **self.options)
+        return self.component.build(*args, **self.extra, **self.options)
 
 
 def resolve(registry: Registry, kind: str, name: str, options) -> Resolved:
@@ -52,7 +53,7 @@ class StagePlan:
     head: Resolved
     loss: Resolved
     first_epoch: int  # epochs of the run before this stage
-    keeps_head: bool  # the previous stage's head (and its weights) carries over
+    keeps_head: bool  # the previous stage's head weights carry over (same head and options)
 
     @property
     def end_epoch(self) -> int:
@@ -112,7 +113,8 @@ def plan_run(config: TrainConfig | None = None, *, resume: str | Path | None = N
         stage_config = dataclasses.replace(
             stage_config, backbone_options=backbone.options, head_options=head.options,
             loss_options=loss.options)
-        keeps_head = previous is not None and previous.head == head
+        keeps_head = (previous is not None and previous.head.component == head.component
+                      and previous.head.options == head.options)
         stages.append(StagePlan(number, stage_config, head, loss,
                                 previous.end_epoch if previous else 0, keeps_head))
         previous = stages[-1]
@@ -134,15 +136,16 @@ def plan_run(config: TrainConfig | None = None, *, resume: str | Path | None = N
 def _head_and_loss(registry: Registry, config: TrainConfig) -> tuple[Resolved, Resolved]:
     head = registry.get("head", config.head)
     loss = registry.get("loss", config.loss)
-    if head.outputs != loss.expects:
+    if loss.expects not in head.outputs:
         fitting = [name for name in registry.names("head")
-                   if registry.components["head"][name].outputs == loss.expects]
+                   if loss.expects in registry.components["head"][name].outputs]
         choice = " or {head} ".join(fitting) or "<a {expects} head>"
         raise OptionError("The head '{name}' outputs {outputs} but the loss '{loss_name}' "
                           f"expects {{expects}}; use {{head}} {choice} with this loss.",
-                          name=head.name, outputs=head.outputs, loss_name=loss.name,
-                          expects=loss.expects)
-    return (Resolved(head, parse_options(head, config.head_options)),
+                          name=head.name, outputs=" or ".join(head.outputs),
+                          loss_name=loss.name, expects=loss.expects)
+    extra = {"append_norm": True} if loss.expects == "cosine+norm" else {}
+    return (Resolved(head, parse_options(head, config.head_options), extra),
             Resolved(loss, parse_options(loss, config.loss_options)))
 
 

@@ -21,14 +21,19 @@ from facekit.errors import FacekitError
 ENTRY_POINT_GROUP = "facekit"
 DISABLE_ENV = "FACEKIT_DISABLE_PLUGINS"
 KINDS = ("backbone", "head", "loss")
-SCORE_KINDS = ("logits", "cosine")
+# What a head outputs and a loss expects: logits; cosines (scores in [-1, 1]); or
+# cosines with the embedding's L2 norm appended as one last column.
+SCORE_KINDS = ("logits", "cosine", "cosine+norm")
 _HOOKS = {
     "backbone": "facekit_register_backbones",
     "head": "facekit_register_heads",
     "loss": "facekit_register_losses",
 }
 # Arguments facekit passes itself; everything else with a default is an option.
-_RESERVED = {"backbone": {"input_shape"}, "head": {"num_classes"}, "loss": set()}
+# A head that outputs "cosine+norm" is called with append_norm=True when the loss
+# expects it.
+_RESERVED = {"backbone": {"input_shape"}, "head": {"num_classes", "append_norm"},
+             "loss": set()}
 
 
 @dataclass(frozen=True)
@@ -59,8 +64,8 @@ class Component:
     summary: str
     provider: Provider
     options: dict[str, Any]
-    outputs: str | None = None  # heads: "logits" or "cosine"
-    expects: str | None = None  # losses: "logits" or "cosine"
+    outputs: tuple[str, ...] = ()  # heads: the SCORE_KINDS it can output
+    expects: str | None = None  # losses: the SCORE_KINDS it needs
 
     def build(self, *args, **options):
         """Call the factory (this is where Keras gets imported)."""
@@ -70,7 +75,7 @@ class Component:
         data = {"kind": self.kind, "name": self.name, "summary": self.summary,
                 "provider": self.provider.to_dict(), "options": self.options}
         if self.outputs:
-            data["outputs"] = self.outputs
+            data["outputs"] = list(self.outputs)
         if self.expects:
             data["expects"] = self.expects
         return data
@@ -151,9 +156,10 @@ def _summary(factory: Callable, summary: str | None) -> str:
 
 def _make_register(kind: str, provider: Provider, registry: Registry) -> Callable:
     def register(name: str, factory: Callable, *, summary: str | None = None,
-                 outputs: str | None = None, expects: str | None = None) -> None:
-        if kind == "head" and outputs not in SCORE_KINDS:
-            raise ValueError(f"head '{name}' must declare outputs= one of {SCORE_KINDS}")
+                 outputs: str | tuple[str, ...] = (), expects: str | None = None) -> None:
+        outputs = (outputs,) if isinstance(outputs, str) else tuple(outputs)
+        if kind == "head" and (not outputs or not set(outputs) <= set(SCORE_KINDS)):
+            raise ValueError(f"head '{name}' must declare outputs= one or more of {SCORE_KINDS}")
         if kind == "loss" and expects not in SCORE_KINDS:
             raise ValueError(f"loss '{name}' must declare expects= one of {SCORE_KINDS}")
         registry.add(Component(kind=kind, name=name, factory=factory,

@@ -26,19 +26,32 @@ def one_hot_targets(y_true, scores):
 
 
 class _ClassificationLoss(keras.losses.Loss):
-    """Cross-entropy of ``self.logits(targets, scores)`` against the targets."""
+    """Cross-entropy of ``self.logits(targets, scores, norms)`` against the targets.
+
+    A loss with ``needs_norm`` receives scores whose last column is the
+    embedding's L2 norm (a head's "cosine+norm" output) and gets it as
+    ``norms``; ``penalty(norms)`` adds a per-sample term (MagFace's).
+    """
 
     label_smoothing = 0.0
+    needs_norm = False
 
     def call(self, y_true, y_pred):
         scores = ops.cast(y_pred, "float32")
+        norms = None
+        if self.needs_norm:
+            scores, norms = scores[..., :-1], scores[..., -1]
         targets = one_hot_targets(y_true, scores)
-        logits = self.logits(targets, scores)
-        return keras.losses.categorical_crossentropy(
+        logits = self.logits(targets, scores, norms)
+        loss = keras.losses.categorical_crossentropy(
             targets, logits, from_logits=True, label_smoothing=self.label_smoothing)
+        return loss if norms is None else loss + self.penalty(norms)
 
-    def logits(self, targets, scores):
+    def logits(self, targets, scores, norms=None):
         raise NotImplementedError
+
+    def penalty(self, norms):
+        return ops.zeros_like(norms)
 
 
 @keras.saving.register_keras_serializable(package="facekit")
@@ -49,20 +62,32 @@ class SoftmaxLoss(_ClassificationLoss):
         super().__init__(name=name, **kwargs)
         self.label_smoothing = float(label_smoothing)
 
-    def logits(self, targets, scores):
+    def logits(self, targets, scores, norms=None):
         return scores
 
     def get_config(self):
         return {**super().get_config(), "label_smoothing": self.label_smoothing}
 
 
+def combined_margin_logits(targets, scores, multiplicative, angular, additive, scale):
+    """scale · (cos(multiplicative·θ + angular) − additive) on the target class and
+    scale · cos θ elsewhere; where the angle would pass π the target keeps its plain
+    cosine (no margin), as in the original MXNet implementation."""
+    cosine = ops.clip(scores, -1.0 + COSINE_EPSILON, 1.0 - COSINE_EPSILON)
+    margin_theta = ops.arccos(cosine) * multiplicative + angular
+    use_margin = ops.logical_and(targets > 0, margin_theta <= math.pi)
+    target_logit = ops.cos(margin_theta) - additive
+    return ops.where(use_margin, target_logit, cosine) * scale
+
+
 @keras.saving.register_keras_serializable(package="facekit")
 class ArcFaceLoss(_ClassificationLoss):
-    """insightface's combined margin: target logit cos(m1·θ + m3) − m2, times scale.
+    """The design notes' combined margin: target logit cos(m1·θ + m3) − m2, times scale.
 
-    Where m1·θ + m3 > π the cosine would wrap around, so the target keeps its
-    plain cosine (no margin), as in the original MXNet implementation.  The
-    standard ArcFace setting is margin1=1, margin2=0, margin3=0.5.
+    Beware the naming: here margin2 is the additive *cosine* margin and margin3
+    the additive *angular* one, the other way round from insightface (see
+    ``CombinedMarginLoss``).  The standard ArcFace setting is margin1=1,
+    margin2=0, margin3=0.5.
     """
 
     def __init__(self, margin1=0.9, margin2=0.4, margin3=0.15, scale=64.0,
@@ -71,17 +96,84 @@ class ArcFaceLoss(_ClassificationLoss):
         self.margin1, self.margin2, self.margin3 = float(margin1), float(margin2), float(margin3)
         self.scale = float(scale)
 
-    def logits(self, targets, scores):
-        cosine = ops.clip(scores, -1.0 + COSINE_EPSILON, 1.0 - COSINE_EPSILON)
-        theta = ops.arccos(cosine)
-        margin_theta = theta * self.margin1 + self.margin3
-        use_margin = ops.logical_and(targets > 0, margin_theta <= math.pi)
-        target_logit = ops.cos(margin_theta) - self.margin2
-        return ops.where(use_margin, target_logit, cosine) * self.scale
+    def logits(self, targets, scores, norms=None):
+        return combined_margin_logits(targets, scores, self.margin1, self.margin3,
+                                      self.margin2, self.scale)
 
     def get_config(self):
         return {**super().get_config(), "margin1": self.margin1, "margin2": self.margin2,
                 "margin3": self.margin3, "scale": self.scale}
+
+
+@keras.saving.register_keras_serializable(package="facekit")
+class CombinedMarginLoss(_ClassificationLoss):
+    """insightface's combined margin with insightface's names: target logit
+    cos(m1·θ + m2) − m3, times scale (m1 multiplicative angular, SphereFace; m2
+    additive angular, ArcFace; m3 additive cosine, CosFace)."""
+
+    def __init__(self, m1=1.0, m2=0.5, m3=0.0, scale=64.0, name="combined", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.m1, self.m2, self.m3, self.scale = float(m1), float(m2), float(m3), float(scale)
+
+    def logits(self, targets, scores, norms=None):
+        return combined_margin_logits(targets, scores, self.m1, self.m2, self.m3, self.scale)
+
+    def get_config(self):
+        return {**super().get_config(), "m1": self.m1, "m2": self.m2, "m3": self.m3,
+                "scale": self.scale}
+
+
+@keras.saving.register_keras_serializable(package="facekit")
+class CosFaceLoss(_ClassificationLoss):
+    """CosFace (large margin cosine loss): scale · (cos θ − margin) on the target."""
+
+    def __init__(self, scale=64.0, margin=0.35, name="cosface", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.scale, self.margin = float(scale), float(margin)
+
+    def logits(self, targets, scores, norms=None):
+        return (ops.clip(scores, -1.0, 1.0) - targets * self.margin) * self.scale
+
+    def get_config(self):
+        return {**super().get_config(), "scale": self.scale, "margin": self.margin}
+
+
+@keras.saving.register_keras_serializable(package="facekit")
+class ElasticFaceLoss(_ClassificationLoss):
+    """ElasticFace: ArcFace (``angular``) or CosFace margins drawn per sample from
+    N(margin, std²) at every step.  With ``plus`` (ElasticFace+) the drawn margins
+    are sorted and handed out by the order of the target cosines, indexed as the
+    reference code does (fdbtrs/ElasticFace).  Angular margins that would take the
+    angle past π leave the target's plain cosine, as ``arcface`` does."""
+
+    def __init__(self, scale=64.0, margin=0.5, std=0.05, plus=False, angular=True, seed=None,
+                 name="elasticface", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.scale, self.margin, self.std = float(scale), float(margin), float(std)
+        self.plus, self.angular = bool(plus), bool(angular)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def sample_margins(self, targets, scores):
+        """One margin per sample, shape (batch, 1)."""
+        margins = keras.random.normal((ops.shape(scores)[0],), mean=self.margin,
+                                      stddev=self.std, seed=self.seed_generator)
+        if self.plus:
+            target_cosine = ops.stop_gradient(ops.sum(scores * targets, axis=-1))
+            order = ops.argsort(-target_cosine)  # most similar first
+            margins = ops.take(ops.sort(margins), order)
+        return ops.expand_dims(margins, -1)
+
+    def logits(self, targets, scores, norms=None):
+        margins = self.sample_margins(targets, scores)
+        if not self.angular:
+            return (ops.clip(scores, -1.0, 1.0) - targets * margins) * self.scale
+        return combined_margin_logits(targets, scores, 1.0, margins, 0.0, self.scale)
+
+    def get_config(self):
+        return {**super().get_config(), "scale": self.scale, "margin": self.margin,
+                "std": self.std, "plus": self.plus, "angular": self.angular,
+                "seed": self.seed}
 
 
 @keras.saving.register_keras_serializable(package="facekit")
@@ -96,7 +188,7 @@ class ArcFaceSimpleLoss(_ClassificationLoss):
         super().__init__(name=name, **kwargs)
         self.scale, self.margin = float(scale), float(margin)
 
-    def logits(self, targets, scores):
+    def logits(self, targets, scores, norms=None):
         cos_m, sin_m = math.cos(self.margin), math.sin(self.margin)
         threshold = math.cos(math.pi - self.margin)
         cosine = ops.clip(scores, -1.0 + COSINE_EPSILON, 1.0 - COSINE_EPSILON)

@@ -60,3 +60,35 @@ def test_unknown_device_is_a_clear_error(tiny_faces, tmp_path):
     with pytest.raises(facekit.FacekitError, match="Unknown device\\(s\\) /gpu:7"):
         facekit.train(data=str(tiny_faces), devices="gpu:7", output=str(tmp_path / "r"),
                       verbose=0)
+
+
+def test_margin_losses_with_state_and_randomness_on_two_replicas(tmp_path, tiny_faces,
+                                                                tinynet_plugin):
+    """ElasticFace+ draws margins, CurricularFace and AdaFace update their state in
+    each replica (averaged over replicas): all under MirroredStrategy."""
+    script = textwrap.dedent(f"""
+        import json, tensorflow as tf
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        import facekit
+        stages = [{{"loss": "elasticface-arc", "loss_options": {{"plus": True}}, "epochs": 1}},
+                  {{"loss": "curricularface", "epochs": 1}}, {{"loss": "adaface", "epochs": 1}}]
+        result = facekit.train(data={str(tiny_faces)!r}, output={str(tmp_path / 'run')!r},
+                               devices="cpu:0,cpu:1", backbone="tinynet", image_size=32,
+                               batch_size=8, steps_per_epoch=2, embedding_size=8,
+                               bn_recalibration_batches=0, verbose=0, val_split=0.0,
+                               stages=stages)
+        model = facekit.load_model(result.model_path)
+        print("RESULT", json.dumps({{"loss": result.history["loss"],
+              "state": [float(v) for v in model.get_layer("loss_state").get_weights()]}}))
+    """)
+    import os
+
+    env = {**os.environ, "PYTHONPATH": str(tinynet_plugin), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.split("RESULT", 1)[1])
+    assert len(result["loss"]) == 3 and all(np.isfinite(result["loss"]))
+    assert result["state"] != [20.0, 100.0]  # AdaFace's statistics moved

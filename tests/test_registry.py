@@ -37,8 +37,10 @@ def plugin_modules(tmp_path, monkeypatch):
 def test_builtins_register_with_provider_and_options():
     registry = load_registry(builtin_entry_points())
     assert BUILTIN_BACKBONES <= set(registry.names("backbone"))
-    assert registry.names("head") == ["normdense", "softmax"]
-    assert registry.names("loss") == ["arcface", "arcface-simple", "softmax"]
+    assert registry.names("head") == ["normdense", "softmax", "subcenter"]
+    assert registry.names("loss") == [
+        "adacos", "adaface", "arcface", "arcface-simple", "combined", "cosface",
+        "curricularface", "elasticface-arc", "elasticface-cos", "magface", "softmax"]
     arcface = registry.get("loss", "arcface")
     assert arcface.options == {"margin1": 0.9, "margin2": 0.4, "margin3": 0.15, "scale": 64.0}
     assert arcface.expects == "cosine"
@@ -47,7 +49,10 @@ def test_builtins_register_with_provider_and_options():
     mobilenet = registry.get("backbone", "mobilenetv2")
     assert mobilenet.options["alpha"] == 1.0 and mobilenet.options["weights"] == "none"
     assert "input_shape" not in mobilenet.options
-    assert registry.get("head", "normdense").outputs == "cosine"
+    assert registry.get("head", "normdense").outputs == ("cosine", "cosine+norm")
+    assert "append_norm" not in registry.get("head", "subcenter").options  # facekit sets it
+    assert registry.get("head", "subcenter").options == {"centers": 3}
+    assert registry.get("loss", "adaface").expects == "cosine+norm"
     assert registry.problems == []
 
 
@@ -65,7 +70,7 @@ def test_broken_plugin_is_reported_and_others_still_load(plugin_modules):
     errors = {p.provider.entry_point: p.error for p in registry.problems}
     assert "ModuleNotFoundError" in errors["missing"]
     assert "head registry exploded" in errors["raising_plugin"]
-    assert registry.names("head") == ["normdense", "softmax"]
+    assert registry.names("head") == ["normdense", "softmax", "subcenter"]
 
 
 def test_duplicate_name_names_both_providers(plugin_modules):

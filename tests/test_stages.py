@@ -3,6 +3,8 @@
 import csv
 import os
 import signal
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -188,3 +190,61 @@ def test_freeze_epochs_split_a_stage():
     stages = TrainConfig(epochs=5, freeze_backbone_epochs=2).stage_configs()
     assert [(s.epochs, s.frozen) for s in stages] == [(2, "backbone"), (3, "none")]
     assert TrainConfig(epochs=5, freeze_backbone_epochs=2).total_epochs == 5
+
+
+class StateRecorder(keras.callbacks.Callback):
+    """The loss state and head kernel at the start and end of each stage's fit."""
+
+    def __init__(self):
+        super().__init__()
+        self.stages = []
+
+    def _now(self):
+        from facekit.model import head_layer
+
+        names = [layer.name for layer in self.model.layers]
+        state = (self.model.get_layer("loss_state").get_weights()
+                 if "loss_state" in names else [])
+        return {"state": [float(v) for v in state],
+                "head": np.array(head_layer(self.model).get_weights()[0]),
+                "width": self.model.output_shape[-1]}
+
+    def on_train_begin(self, logs=None):
+        self.stages.append({"begin": self._now()})
+
+    def on_train_end(self, logs=None):
+        self.stages[-1]["end"] = self._now()
+
+
+def test_loss_state_and_head_carry_between_stages(tmp_path, tiny_faces, tinynet_plugin):
+    """CurricularFace's t carries into the next stage that keeps head and loss; a head
+    that must now append the embedding norm (AdaFace) keeps its class centers."""
+    recorder = StateRecorder()
+    stages = [{"loss": "curricularface", "frozen": "basic_model", "epochs": 1},
+              {"loss": "curricularface", "epochs": 1},
+              {"loss": "adaface", "epochs": 1}]
+    facekit.train(data=str(tiny_faces), output=str(tmp_path / "run"), callbacks=[recorder],
+                  **{**TINY_TRAIN, "head": "normdense", "val_split": 0.0, "stages": stages,
+                     "loss_options": {"scale": 16}})
+    first, second, third = recorder.stages
+    assert first["begin"]["state"] == [0.0] and first["end"]["state"] != [0.0]
+    assert second["begin"]["state"] == first["end"]["state"]  # t carried
+    assert third["begin"]["state"] == [20.0, 100.0]  # AdaFace's own start values
+    assert (second["begin"]["width"], third["begin"]["width"]) == (4, 5)  # + the norm
+    np.testing.assert_array_equal(third["begin"]["head"], second["end"]["head"])
+
+
+def test_a_model_with_loss_state_loads_in_a_fresh_process(tmp_path, tiny_faces,
+                                                          tinynet_plugin):
+    result = facekit.train(data=str(tiny_faces), output=str(tmp_path / "run"),
+                           head="subcenter", loss="adaface", **TINY_TRAIN)
+    script = ("import facekit; m = facekit.load_model(r'%s', compile=True); "
+              "print(type(m.loss).__name__, type(m.layers[-2]).__name__, "
+              "[round(float(v), 4) for v in m.get_layer('loss_state').get_weights()])"
+              % result.model_path)
+    loaded = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": str(tinynet_plugin)}, timeout=300)
+    assert loaded.returncode == 0, loaded.stderr[-2000:]
+    saved = facekit.load_model(result.model_path).get_layer("loss_state").get_weights()
+    assert loaded.stdout.split()[:2] == ["AdaFaceLoss", "SubCenterNormDense"]
+    assert str([round(float(v), 4) for v in saved]) in loaded.stdout

@@ -78,6 +78,9 @@ def test_train_rejects_bad_config_before_tensorflow(tiny_faces):
 @pytest.mark.parametrize("args,message", [
     (["--head", "softmax", "--loss", "arcface"], "expects cosine; use --head normdense"),
     (["--batch-size", "0"], "--batch-size must be at least 1, got 0."),
+    (["--head", "softmax", "--loss", "adaface"],
+     "outputs logits but the loss 'adaface' expects cosine+norm; use --head normdense or "
+     "--head subcenter with this loss."),
     (["--step-epochs", "3,x"], "--step-epochs takes whole numbers separated by commas"),
     (["--backbone", "vgg"], "Unknown backbone 'vgg'"),
     (["--loss-opt", "margin=0.5"], "has no option 'margin'; valid options: margin1, margin2"),

@@ -124,6 +124,7 @@ class Run:
 
         from facekit.fit.checkpoints import checkpoint_dir
         from facekit.model import load_model
+        from facekit.model.state import bind_loss_state
 
         config, devices = self.config, self.devices
         keras.utils.set_random_seed(config.seed)
@@ -145,9 +146,12 @@ class Run:
             if model is None and self.plan.resume is not None:  # weights, optimizer, step
                 model = load_model(checkpoint_dir(self.run_dir) / self.plan.resume["checkpoint"],
                                    compile=done > stage.first_epoch)
+                if done > stage.first_epoch:  # the loss comes back with the model
+                    bind_loss_state(model, model.loss)
             if done <= stage.first_epoch:  # the stage starts now: its head, freezing, optimizer
-                model = self.stage_model(stage, model)
-                self.compile(model, stage)
+                loss = stage.loss.build()
+                model = self.stage_model(stage, model, loss)
+                self.compile(model, stage, loss)
             first = max(done, stage.first_epoch)
             fitted = self.fit_stage(model, stage, first)
             for key, values in fitted.history.items():
@@ -157,16 +161,20 @@ class Run:
                 break
         return self.finish(model, history, done, time.perf_counter() - started)
 
-    def stage_model(self, stage: StagePlan, model):
+    def stage_model(self, stage: StagePlan, model, loss):
         """The training model of a stage that starts now.
 
         The basic model carries over from the previous stage (or is built, and
-        loaded from ``init_from``); so does the head when the stage keeps it.
+        loaded from ``init_from``).  So does the head when the stage keeps it, and
+        with it the loss's state when the loss keeps the same state; a head that
+        must now also output the embedding norm is rebuilt with the same weights.
         """
         from facekit.model import (BASIC_MODEL, build_basic_model, build_training_model,
-                                   freeze, init_basic_model)
+                                   freeze, head_layer, init_basic_model)
+        from facekit.model.state import STATE_LAYER, initial_state
 
-        config = self.config
+        config, classes = self.config, len(self.source.classes)
+        state = initial_state(loss, classes)
         if model is None:
             basic_model = build_basic_model(
                 self.plan.backbone, image_size=config.image_size,
@@ -176,17 +184,28 @@ class Run:
                 init_basic_model(basic_model, config.init_from)
         else:
             basic_model = model.get_layer(BASIC_MODEL)
-        if model is None or not stage.keeps_head:
-            model = build_training_model(basic_model, len(self.source.classes), stage.head,
+        names = [layer.name for layer in model.layers] if model is not None else []
+        old_state = model.get_layer(STATE_LAYER) if STATE_LAYER in names else None
+        same_state = set(state) == set(old_state.initial if old_state else {})
+        width = classes + int(bool(stage.head.extra.get("append_norm")))
+        keeps_head = stage.keeps_head and model is not None
+        if not (keeps_head and model.output_shape[-1] == width and same_state):
+            old_head = head_layer(model) if keeps_head else None
+            new_head = stage.head.build(classes)
+            model = build_training_model(basic_model, classes, stage.head,
                                          augmentation=self.plan.augmentation,
-                                         seed=config.seed)
+                                         seed=config.seed, state=state, head_layer=new_head)
+            if old_head is not None:
+                new_head.set_weights(old_head.get_weights())
+            if state and same_state:
+                model.get_layer(STATE_LAYER).set_weights(old_state.get_weights())
         freeze(basic_model, stage.config.frozen)
         return model
 
-    def compile(self, model, stage: StagePlan) -> None:
-        import keras
-
+    def compile(self, model, stage: StagePlan, loss) -> None:
+        from facekit.fit.metrics import ClassAccuracy
         from facekit.fit.optimizers import DEFAULT_LR, learning_rate, make_optimizer
+        from facekit.model.state import bind_loss_state
 
         c = stage.config
         rate = learning_rate(c.schedule, c.lr or DEFAULT_LR[c.optimizer],
@@ -194,9 +213,9 @@ class Run:
                              warmup_epochs=c.warmup_epochs, decay_rate=c.decay_rate,
                              step_epochs=tuple(c.step_epochs),
                              per_epoch=c.schedule_per == "epoch")
-        model.compile(optimizer=make_optimizer(c.optimizer, rate, c.weight_decay),
-                      loss=stage.loss.build(),
-                      metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+        bind_loss_state(model, loss)
+        model.compile(optimizer=make_optimizer(c.optimizer, rate, c.weight_decay), loss=loss,
+                      metrics=[ClassAccuracy(len(self.source.classes))],
                       jit_compile=self.devices.jit_compile(self.config.jit_compile))
 
     def fit_stage(self, model, stage: StagePlan, first: int):

@@ -72,21 +72,34 @@ def build_basic_model(backbone, *, image_size: int = 112, embedding_size: int = 
 
 
 def build_training_model(basic_model: keras.Model, num_classes: int, head, *,
-                         augmentation=None, seed: int = 0) -> keras.Model:
-    """image -> augmentation layers -> basic model -> a new head (a resolved component).
+                         augmentation=None, seed: int = 0, state: dict | None = None,
+                         head_layer=None) -> keras.Model:
+    """image -> augmentation layers -> basic model -> a new head (a resolved component)
+    -> the loss's state, if it keeps any (facekit.model.state).
 
     The augmentation layers (see facekit.data.augment) act only while training.
-    Staged training calls this again to put a new head on a trained basic model.
+    Staged training calls this again to put a new head on a trained basic model;
+    ``head_layer`` reuses a head layer already built.
     """
     from facekit.data.augment import augmentation_layers
+    from facekit.model.state import STATE_LAYER, LossState
 
     images = keras.Input(shape=basic_model.input_shape[1:], name="image")
     augmented = images
     for layer in augmentation_layers(augmentation, seed) if augmentation else []:
         augmented = layer(augmented)
     with dtype_policy("float32"):  # so is the head: the loss gets float32 scores
-        outputs = head.build(num_classes)(basic_model(augmented))
+        outputs = (head_layer or head.build(num_classes))(basic_model(augmented))
+        if state:
+            outputs = LossState(state, name=STATE_LAYER)(outputs)
     return keras.Model(images, outputs, name="face_model")
+
+
+def head_layer(model: keras.Model):
+    """The head of a training model: its last layer before any loss state."""
+    from facekit.model.state import STATE_LAYER
+
+    return [layer for layer in model.layers if layer.name != STATE_LAYER][-1]
 
 
 def freeze(basic_model: keras.Model, part: str) -> None:
