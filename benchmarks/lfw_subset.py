@@ -8,6 +8,10 @@ L2-normalized, squared distance, K-fold thresholds): raw pixels, and the same
 network untrained.
 
     python benchmarks/lfw_subset.py [--epochs 8] [--backbone mobilenetv2] [--work DIR]
+
+With --losses a,b,c every loss trains the same backbone on the same data for the
+same epochs (with the normdense head; softmax with the softmax head), and one
+table compares them with the baselines.
 """
 
 from __future__ import annotations
@@ -32,6 +36,10 @@ def main() -> int:
     parser.add_argument("--backbone", default="mobilenetv2")
     parser.add_argument("--head", default="softmax")
     parser.add_argument("--loss", default="softmax")
+    parser.add_argument("--losses", default=None,
+                        help="Comma-separated losses to compare (overrides --head/--loss).")
+    parser.add_argument("--backbone-opt", action="append", default=[],
+                        help="Backbone option KEY=VALUE, repeatable (e.g. alpha=0.5).")
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--crop", type=int, default=150)
@@ -67,27 +75,33 @@ def main() -> int:
     print(f"training on {images} images of {len(identities)} identities "
           f"(excluded {len(in_pairs)} pair identities)")
 
-    started = time.perf_counter()
-    result = facekit.train(data=str(train_dir), backbone=args.backbone, head=args.head,
-                           loss=args.loss, epochs=args.epochs, batch_size=args.batch_size,
-                           seed=args.seed, output=str(work / f"run-{int(time.time())}"),
-                           verbose=2)
-    train_seconds = time.perf_counter() - started
-
+    backbone_options = dict(option.split("=", 1) for option in args.backbone_opt)
+    runs = ([(("softmax" if loss == "softmax" else "normdense"), loss)
+             for loss in args.losses.split(",")] if args.losses else [(args.head, args.loss)])
     vset = VerificationSet.from_pairs(prepared, args.pairs)
-    trained, _ = evaluate_set(facekit.load_model(result.basic_model_path), vset)
-    untrained_model, _ = build_model(len(identities), args.backbone, args.head)
+    rows = []
+    for head, loss in runs:
+        started = time.perf_counter()
+        result = facekit.train(data=str(train_dir), backbone=args.backbone,
+                               backbone_options=backbone_options, head=head, loss=loss,
+                               epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
+                               output=str(work / f"run-{loss}-{int(time.time())}"), verbose=2)
+        seconds = time.perf_counter() - started
+        trained, _ = evaluate_set(facekit.load_model(result.basic_model_path), vset)
+        rows.append((f"{head}/{loss}", trained, seconds))
+    untrained_model, _ = build_model(len(identities), args.backbone, runs[0][0],
+                                     backbone_options=backbone_options)
     untrained, _ = evaluate_set(untrained_model, vset)
-    pixels = raw_pixel_result(vset)
+    rows += [("untrained network", untrained, None), ("raw pixels", raw_pixel_result(vset), None)]
 
-    print(f"\nLFW subset: {len(vset.issame)} pairs, {vset.folds} folds; "
-          f"{args.backbone}/{args.head}/{args.loss}, {args.epochs} epochs "
-          f"({train_seconds / 60:.1f} min)")
-    print(f"{'':<22}{'accuracy':>18}{'AUC':>8}{'TAR@FAR=1e-3':>14}")
-    for name, res in (("trained network", trained), ("untrained network", untrained),
-                      ("raw pixels", pixels)):
-        print(f"{name:<22}{res.accuracy:>10.4f} ± {res.accuracy_std:.4f}{res.auc:>8.4f}"
-              f"{res.tar_at_far['1e-03']['tar']:>14.4f}")
+    options = "".join(f", {k}={v}" for k, v in backbone_options.items())
+    print(f"\nLFW subset: {len(vset.issame)} pairs, {vset.folds} folds; {args.backbone}"
+          f"{options}, {args.epochs} epochs, batch {args.batch_size}, seed {args.seed}")
+    print(f"{'':<28}{'accuracy':>18}{'AUC':>8}{'TAR@FAR=1e-3':>14}{'train min':>11}")
+    for name, res, seconds in rows:
+        minutes = "" if seconds is None else f"{seconds / 60:.1f}"
+        print(f"{name:<28}{res.accuracy:>10.4f} ± {res.accuracy_std:.4f}{res.auc:>8.4f}"
+              f"{res.tar_at_far['1e-03']['tar']:>14.4f}{minutes:>11}")
     return 0
 
 
