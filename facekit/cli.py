@@ -103,7 +103,9 @@ def _train(context: typer.Context, config_file: Optional[Path], resume: Optional
     in_file = set(from_file) | {key for stage in from_file.get("stages", []) for key in stage}
 
     def spell(name: str) -> str:  # as the user gave it: a TOML key, or a --flag
-        return name if name in in_file and name not in given else OPTIONS[name].flag or name
+        if name in in_file and name not in given or name not in OPTIONS:
+            return name
+        return OPTIONS[name].flag or name
 
     try:
         options = {name: _from_command_line(name, values[name]) for name in given
