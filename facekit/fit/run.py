@@ -190,13 +190,12 @@ class Run:
         width = classes + int(bool(stage.head.extra.get("append_norm")))
         keeps_head = stage.keeps_head and model is not None
         if not (keeps_head and model.output_shape[-1] == width and same_state):
-            old_head = head_layer(model) if keeps_head else None
-            new_head = stage.head.build(classes)
+            previous = model
             model = build_training_model(basic_model, classes, stage.head,
                                          augmentation=self.plan.augmentation,
-                                         seed=config.seed, state=state, head_layer=new_head)
-            if old_head is not None:
-                new_head.set_weights(old_head.get_weights())
+                                         seed=config.seed, state=state)
+            if keeps_head:
+                head_layer(model).set_weights(head_layer(previous).get_weights())
             if state and same_state:
                 model.get_layer(STATE_LAYER).set_weights(old_state.get_weights())
         freeze(basic_model, stage.config.frozen)

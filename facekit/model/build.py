@@ -72,14 +72,13 @@ def build_basic_model(backbone, *, image_size: int = 112, embedding_size: int = 
 
 
 def build_training_model(basic_model: keras.Model, num_classes: int, head, *,
-                         augmentation=None, seed: int = 0, state: dict | None = None,
-                         head_layer=None) -> keras.Model:
+                         augmentation=None, seed: int = 0, state: dict | None = None
+                         ) -> keras.Model:
     """image -> augmentation layers -> basic model -> a new head (a resolved component)
     -> the loss's state, if it keeps any (facekit.model.state).
 
     The augmentation layers (see facekit.data.augment) act only while training.
-    Staged training calls this again to put a new head on a trained basic model;
-    ``head_layer`` reuses a head layer already built.
+    Staged training calls this again to put a new head on a trained basic model.
     """
     from facekit.data.augment import augmentation_layers
     from facekit.model.state import STATE_LAYER, LossState
@@ -89,7 +88,7 @@ def build_training_model(basic_model: keras.Model, num_classes: int, head, *,
     for layer in augmentation_layers(augmentation, seed) if augmentation else []:
         augmented = layer(augmented)
     with dtype_policy("float32"):  # so is the head: the loss gets float32 scores
-        outputs = (head_layer or head.build(num_classes))(basic_model(augmented))
+        outputs = head.build(num_classes)(basic_model(augmented))
         if state:
             outputs = LossState(state, name=STATE_LAYER)(outputs)
     return keras.Model(images, outputs, name="face_model")
