@@ -231,8 +231,8 @@ class TrainConfig:
         False, "float16 on GPUs (bfloat16 on CPUs), with the embedding and loss in float32.",
         HARDWARE)
     jit_compile: bool | None = option(
-        None, "Compile the train step with XLA. Default: off on CPUs, where it is slower, "
-        "and Keras' choice on GPUs.", HARDWARE)
+        None, "Compile the train step with XLA. Default: off on CPUs (much slower there for "
+        "MobileNets, faster for ResNets: docs/training.md), Keras' choice on GPUs.", HARDWARE)
     deterministic: bool = option(
         False, "Deterministic ops and input order, so a run can be repeated exactly "
         "(slower).", HARDWARE)
