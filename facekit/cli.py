@@ -112,8 +112,8 @@ def _train(context: typer.Context, config_file: Optional[Path], resume: Optional
                    if name in OPTIONS}
         for name in given - set(OPTIONS):  # --no-x of a switch whose default is unset
             if name[3:] in options:
-                flag = OPTIONS[name[3:]].flag
-                raise FacekitError(f"Give {flag} or --no-{flag[2:]}, not both.")
+                option = OPTIONS[name[3:]]
+                raise FacekitError(f"Give {option.flag} or {option.negated_flag}, not both.")
             options[name[3:]] = False
         from facekit.plan import plan_run
 
@@ -166,8 +166,8 @@ def _parameters(option) -> list[inspect.Parameter]:
         kind, default = list[str], []
     elif kind is bool:
         switches = [(option.name, option.flag, help)]
-        if option.optional:
-            switches.append((f"no_{option.name}", f"--no-{option.flag[2:]}",
+        if option.negated_flag:
+            switches.append((f"no_{option.name}", option.negated_flag,
                              f"The opposite of {option.flag}."))
         return [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=bool,
                                   default=typer.Option(False, flag, help=_escaped(text),

@@ -369,6 +369,14 @@ class Declared:
         return self.spec.flag or "--" + self.name.replace("_", "-")
 
     @property
+    def negated_flag(self) -> str | None:
+        """``--no-x`` for a switch whose default is unset (None), so either way can be
+        asked for; None for every other option."""
+        if self.flag and self.base_type is bool and self.optional:
+            return f"--no-{self.flag[2:]}"
+        return None
+
+    @property
     def base_type(self):
         """int, float, str, bool, list or dict, without ``| None``."""
         args = [a for a in typing.get_args(self.type) if a is not type(None)]
@@ -504,8 +512,8 @@ def options_markdown() -> str:
             if option.spec.choices:
                 default += " of " + ", ".join(f"`{c}`" for c in option.spec.choices)
             flag = f"`{option.flag}`" if option.flag else "(file only)"
-            if option.flag and option.base_type is bool and option.optional:
-                flag += f", `--no-{option.flag[2:]}`"
+            if option.negated_flag:
+                flag += f", `{option.negated_flag}`"
             what = option.spec.help.replace("<", "&lt;").replace("|", "\\|")
             lines.append(f"| `{option.name}` | {flag} | {default} | "
                          f"{'yes' if option.spec.stage else ''} | {what} |")
