@@ -57,7 +57,7 @@ def list_plugins(
     kind: Annotated[Optional[Kind], typer.Option(help="Show only this kind.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
 ):
-    """List every backbone, head and loss, with its provider and options."""
+    """List every backbone, neck, head and loss, with its provider and options."""
     registry = get_registry()
     kinds = [kind.value] if kind else list(KINDS)
     if as_json:
@@ -71,9 +71,7 @@ def list_plugins(
         typer.echo(typer.style(f"{k}s".replace("losss", "losses"), bold=True))
         for name in registry.names(k):
             component = registry.components[k][name]
-            suffix = (f" [outputs {', '.join(component.outputs)}]" if component.outputs else
-                      f" [expects {component.expects}]" if component.expects else "")
-            typer.echo(f"  {name:<18} {component.summary}{suffix}")
+            typer.echo(f"  {name:<18} {component.summary}{component.tags}")
             typer.echo(f"  {'':<18} provider: {component.provider}")
             if component.options:
                 opts = ", ".join(f"{key}={value!r}" for key, value in component.options.items())
@@ -164,6 +162,11 @@ def _parameters(option) -> list[inspect.Parameter]:
         kind, default = str, None
     elif kind in (list, dict):
         kind, default = list[str], []
+    elif kind is bool and default:  # on unless --no-x
+        return [inspect.Parameter(option.name, inspect.Parameter.KEYWORD_ONLY, annotation=bool,
+                                  default=typer.Option(
+                                      True, f"{option.flag}/{option.negated_flag}",
+                                      help=_escaped(help), rich_help_panel=spec.panel))]
     elif kind is bool:
         switches = [(option.name, option.flag, help)]
         if option.negated_flag:
@@ -211,8 +214,13 @@ def _train_command():
                        if option.flag and option.spec.panel == panel
                        for parameter in _parameters(option)]
         parameters += [extra for extra in command_only if extra.default.rich_help_panel == panel]
+    parameters.append(  # renamed: --pooling answers with --neck
+        Parameter("pooling", Parameter.KEYWORD_ONLY, annotation=Optional[str],
+                  default=typer.Option(None, hidden=True)))
 
-    def train(context: typer.Context, config_file=None, resume=None, **values):
+    def train(context: typer.Context, config_file=None, resume=None, pooling=None, **values):
+        if pooling is not None:
+            raise FacekitError(f"--pooling is now --neck: use --neck {pooling}.")
         _train(context, config_file, resume, **values)
 
     train.__signature__ = inspect.Signature(parameters)

@@ -30,7 +30,6 @@ from facekit.errors import FacekitError
 OPTIMIZERS = ("adamax", "adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine", "exponential", "step")
 SCHEDULE_PER = ("step", "epoch")
-POOLINGS = ("gap", "flatten")
 SPLITS = ("images", "identities")
 FROZEN = ("none", "backbone", "basic_model")
 CLUSTERS = ("auto", "slurm", "none")  # where a multi-worker cluster is described
@@ -142,8 +141,16 @@ class TrainConfig:
         {}, "Backbone option KEY=VALUE, repeatable (e.g. alpha=0.5).", MODEL,
         flag="--backbone-opt", metavar="KEY=VALUE")
     embedding_size: int = option(512, "Size of the embedding.", MODEL, check=at_least(1))
-    dropout: float = option(0.1, "Dropout before the embedding.", MODEL, check=fraction())
-    pooling: str = option("gap", "Pooling after the backbone.", MODEL, choices=POOLINGS)
+    neck: str | None = option(
+        None, "Neck from the backbone's feature map to the embedding (see list-plugins). "
+        "Default: the neck the backbone names.", MODEL, metavar="NAME")
+    neck_options: dict = option({}, "Neck option KEY=VALUE, repeatable.", MODEL,
+                                flag="--neck-opt", metavar="KEY=VALUE")
+    dropout: float = option(0.1, "Dropout in the neck, before its dense layer.", MODEL,
+                            check=fraction())
+    embedding_bn: bool = option(
+        True, "A BatchNorm on the embedding (its scale fixed at 1), as insightface's models "
+        "end.", MODEL)
     head: str = option("normdense", "Head name (see list-plugins).", MODEL, stage=True)
     head_options: dict = option({}, "Head option KEY=VALUE, repeatable.", MODEL,
                                 flag="--head-opt", stage=True, metavar="KEY=VALUE")
@@ -349,6 +356,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "TrainConfig":
+        data = _renamed(data)
         unknown_options(data)
         return cls(**data)
 
@@ -370,9 +378,9 @@ class Declared:
 
     @property
     def negated_flag(self) -> str | None:
-        """``--no-x`` for a switch whose default is unset (None), so either way can be
-        asked for; None for every other option."""
-        if self.flag and self.base_type is bool and self.optional:
+        """``--no-x`` for a switch whose default is unset (None) or on, so either way
+        can be asked for; None for every other option."""
+        if self.flag and self.base_type is bool and (self.optional or self.default):
             return f"--no-{self.flag[2:]}"
         return None
 
@@ -399,6 +407,18 @@ def declared() -> list[Declared]:
 
 OPTIONS = {option.name: option for option in declared()}
 STAGE_KEYS = tuple(name for name, option in OPTIONS.items() if option.spec.stage)
+
+
+def _renamed(data: dict) -> dict:
+    """A configuration saved by an older facekit, in today's keys: ``pooling`` is now
+    ``neck``, and those runs had no embedding BatchNorm."""
+    if "pooling" not in data:
+        return data
+    data = dict(data)
+    data.setdefault("neck", data.pop("pooling"))
+    data.pop("pooling", None)
+    data.setdefault("embedding_bn", False)
+    return data
 
 
 def unknown_options(data: dict) -> None:
@@ -466,6 +486,7 @@ def read_config_file(path: str | Path) -> dict:
     if not isinstance(stages, list) or not all(isinstance(s, dict) for s in stages):
         raise FacekitError(f"In '{path}', stages must be a list of tables ([[stages]]).")
     data["stages"] = [_underscored(stage) for stage in stages]
+    data = _renamed(data)
     unknown_options(data)
     return data
 

@@ -13,11 +13,22 @@ hookimpl = pluggy.HookimplMarker("facekit")
 
 @hookspec
 def facekit_register_backbones(register):
-    """Register backbones: ``register(name, factory)``.
+    """Register backbones: ``register(name, factory, neck=None)``.
 
     ``factory(input_shape, **options)`` returns a Keras model that maps raw
     pixel values in [0, 255] to a feature map (it applies its own
-    preprocessing, so a saved model carries it).
+    preprocessing, so a saved model carries it).  ``neck`` names the neck the
+    backbone's reference ends with; runs that choose no ``--neck`` use it.
+    """
+
+
+@hookspec
+def facekit_register_necks(register):
+    """Register necks: ``register(name, factory)``.
+
+    ``factory(feature_shape, embedding_size, dropout, **options)`` returns a
+    Keras model that maps the backbone's feature map (``feature_shape``, without
+    the batch axis) to the embedding, before the embedding BatchNorm facekit adds.
     """
 
 

@@ -66,6 +66,7 @@ class RunPlan:
 
     config: TrainConfig  # checked, with plugin options typed: what the run records
     backbone: Resolved
+    neck: Resolved
     stages: list[StagePlan]
     augmentation: object  # a facekit.data.augment.Augmentation
     source: object  # a facekit.data.sources.DataSource, opened but not loaded
@@ -107,12 +108,15 @@ def plan_run(config: TrainConfig | None = None, *, resume: str | Path | None = N
                            "ships it): pip install 'facekit[tensorboard]'.")
     registry = registry or get_registry()
     backbone = resolve(registry, "backbone", config.backbone, config.backbone_options)
+    neck = resolve(registry, "neck", config.neck or backbone.component.neck or "gap",
+                   config.neck_options)
+    config = dataclasses.replace(config, neck=neck.name)  # the run records the neck it uses
     stages, previous = [], None
     for number, stage_config in enumerate(config.stage_configs(), 1):
         head, loss = _head_and_loss(registry, stage_config)
         stage_config = dataclasses.replace(
-            stage_config, backbone_options=backbone.options, head_options=head.options,
-            loss_options=loss.options)
+            stage_config, neck=neck.name, backbone_options=backbone.options,
+            neck_options=neck.options, head_options=head.options, loss_options=loss.options)
         keeps_head = (previous is not None and previous.head.component == head.component
                       and previous.head.options == head.options)
         stages.append(StagePlan(number, stage_config, head, loss,
@@ -120,7 +124,8 @@ def plan_run(config: TrainConfig | None = None, *, resume: str | Path | None = N
         previous = stages[-1]
     head, loss = _head_and_loss(registry, config)
     config = dataclasses.replace(config, backbone_options=backbone.options,
-                                 head_options=head.options, loss_options=loss.options)
+                                 neck_options=neck.options, head_options=head.options,
+                                 loss_options=loss.options)
     cluster = find_cluster(config.cluster)
     if cluster is not None and config.devices not in (None, "", "auto"):
         raise OptionError("{devices} chooses devices on one machine; a multi-worker run uses "
@@ -128,7 +133,7 @@ def plan_run(config: TrainConfig | None = None, *, resume: str | Path | None = N
     data = config.data or demo_dataset_dir()
     source = open_source(data, val_split=config.val_split, split_by=config.split_by,
                          seed=config.seed)
-    return RunPlan(config, backbone, stages, config.augmentation(), source,
+    return RunPlan(config, backbone, neck, stages, config.augmentation(), source,
                    load_eval_sets(config), cluster,
                    Path(resume) if resume is not None else _run_dir(config.output), state)
 

@@ -20,20 +20,23 @@ from facekit.errors import FacekitError
 
 ENTRY_POINT_GROUP = "facekit"
 DISABLE_ENV = "FACEKIT_DISABLE_PLUGINS"
-KINDS = ("backbone", "head", "loss")
+KINDS = ("backbone", "neck", "head", "loss")
 # What a head outputs and a loss expects: logits; cosines (scores in [-1, 1]); or
 # cosines with the embedding's L2 norm appended as one last column.
 SCORE_KINDS = ("logits", "cosine", "cosine+norm")
 _HOOKS = {
     "backbone": "facekit_register_backbones",
+    "neck": "facekit_register_necks",
     "head": "facekit_register_heads",
     "loss": "facekit_register_losses",
 }
 # Arguments facekit passes itself; everything else with a default is an option.
-# A head that outputs "cosine+norm" is called with append_norm=True when the loss
-# expects it.
-_RESERVED = {"backbone": {"input_shape"}, "head": {"num_classes", "append_norm"},
-             "loss": set()}
+# A neck gets the backbone's feature-map shape and the run's embedding size and
+# dropout.  A head that outputs "cosine+norm" is called with append_norm=True when
+# the loss expects it.
+_RESERVED = {"backbone": {"input_shape"},
+             "neck": {"feature_shape", "embedding_size", "dropout"},
+             "head": {"num_classes", "append_norm"}, "loss": set()}
 
 
 @dataclass(frozen=True)
@@ -56,7 +59,7 @@ class Provider:
 
 @dataclass(frozen=True)
 class Component:
-    """A registered backbone, head or loss."""
+    """A registered backbone, neck, head or loss."""
 
     kind: str
     name: str
@@ -66,6 +69,7 @@ class Component:
     options: dict[str, Any]
     outputs: tuple[str, ...] = ()  # heads: the SCORE_KINDS it can output
     expects: str | None = None  # losses: the SCORE_KINDS it needs
+    neck: str | None = None  # backbones: the neck its reference ends with
 
     def build(self, *args, **options):
         """Call the factory (this is where Keras gets imported)."""
@@ -78,7 +82,18 @@ class Component:
             data["outputs"] = list(self.outputs)
         if self.expects:
             data["expects"] = self.expects
+        if self.neck:
+            data["neck"] = self.neck
         return data
+
+    @property
+    def tags(self) -> str:
+        """What list-plugins shows after the summary: ``[outputs cosine]`` and the like."""
+        if self.outputs:
+            return f" [outputs {', '.join(self.outputs)}]"
+        if self.expects:
+            return f" [expects {self.expects}]"
+        return f" [neck {self.neck}]" if self.neck else ""
 
 
 @dataclass(frozen=True)
@@ -156,16 +171,20 @@ def _summary(factory: Callable, summary: str | None) -> str:
 
 def _make_register(kind: str, provider: Provider, registry: Registry) -> Callable:
     def register(name: str, factory: Callable, *, summary: str | None = None,
-                 outputs: str | tuple[str, ...] = (), expects: str | None = None) -> None:
+                 outputs: str | tuple[str, ...] = (), expects: str | None = None,
+                 neck: str | None = None) -> None:
         outputs = (outputs,) if isinstance(outputs, str) else tuple(outputs)
         if kind == "head" and (not outputs or not set(outputs) <= set(SCORE_KINDS)):
             raise ValueError(f"head '{name}' must declare outputs= one or more of {SCORE_KINDS}")
         if kind == "loss" and expects not in SCORE_KINDS:
             raise ValueError(f"loss '{name}' must declare expects= one of {SCORE_KINDS}")
+        if neck is not None and kind != "backbone":
+            raise ValueError(f"only a backbone declares neck= (its default neck), not {kind} "
+                             f"'{name}'")
         registry.add(Component(kind=kind, name=name, factory=factory,
                                summary=_summary(factory, summary), provider=provider,
                                options=factory_options(kind, factory),
-                               outputs=outputs, expects=expects))
+                               outputs=outputs, expects=expects, neck=neck))
     return register
 
 

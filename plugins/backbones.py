@@ -1,4 +1,9 @@
-"""Built-in backbones: ``keras.applications`` models without their top."""
+"""Built-in backbones: the face-native ones (IResNet, MobileFaceNet, GhostFaceNet)
+and ``keras.applications`` models without their top.
+
+Registration stays light: each factory's signature declares its options and
+defaults, and the module that builds the Keras model is imported when called.
+"""
 
 from __future__ import annotations
 
@@ -93,7 +98,49 @@ def application_factory(class_name, preprocessing, extra_options):
     return factory
 
 
+# IResNet: the number of blocks in each of its four stages, by depth.
+IRESNET_DEPTHS = {
+    18: (2, 2, 2, 2),
+    34: (3, 4, 6, 3),
+    50: (3, 4, 14, 3),
+    100: (3, 13, 30, 3),
+    200: (6, 26, 60, 6),
+}
+
+
+def iresnet_factory(depth: int):
+    def factory(input_shape=(112, 112, 3), *, width=1.0, bn_momentum=DEFAULT_BN_MOMENTUM):
+        from facekit_plugins.iresnet import iresnet
+
+        return iresnet(input_shape, depth, width=width, bn_momentum=bn_momentum)
+
+    factory.__doc__ = f"insightface's IResNet-{depth} (arcface_torch r{depth}); width scales it."
+    return factory
+
+
+def mobilefacenet(input_shape=(112, 112, 3), *, scale=2, blocks="1,4,6,2", features=512,
+                  bn_momentum=DEFAULT_BN_MOMENTUM):
+    """MobileFaceNet (arcface_torch mbf; mbf_large: scale=4, blocks=2,8,12,4)."""
+    from facekit_plugins.mobilefacenet import mobilefacenet as build
+
+    return build(input_shape, scale=scale, blocks=blocks, features=features,
+                 bn_momentum=bn_momentum)
+
+
+def ghostfacenet(input_shape=(112, 112, 3), *, width=1.3, strides=2,
+                 bn_momentum=DEFAULT_BN_MOMENTUM):
+    """GhostFaceNetV1 (GhostNet, PReLU); strides=1 for its S1 variant."""
+    from facekit_plugins.ghostfacenet import ghostfacenet as build
+
+    return build(input_shape, width=width, strides=strides, bn_momentum=bn_momentum)
+
+
 @hookimpl
 def facekit_register_backbones(register):
+    for depth in IRESNET_DEPTHS:
+        register(f"iresnet{depth}", iresnet_factory(depth), neck="e")
+    register("mobilefacenet", mobilefacenet, neck="gdc")
+    register("ghostfacenet", ghostfacenet, neck="gdc")
     for name, (class_name, preprocessing, extra_options) in APPLICATIONS.items():
-        register(name, application_factory(class_name, preprocessing, extra_options))
+        register(name, application_factory(class_name, preprocessing, extra_options),
+                 neck="gap")

@@ -21,12 +21,12 @@ def test_docs_option_table_is_generated_from_the_declarations():
 
 def test_train_command_parameters_are_the_declared_options():
     command = typer.main.get_command(app).commands["train"]
-    flags = {opt for param in command.params for opt in param.opts}
+    flags = {opt for param in command.params for opt in param.opts + param.secondary_opts}
     declared = {option.flag for option in OPTIONS.values() if option.flag}
-    switches = {f"--no-{o.flag[2:]}" for o in OPTIONS.values()
-                if o.flag and o.base_type is bool and o.optional}
-    assert flags == declared | switches | {"--config", "--resume"}
-    panels = {param.rich_help_panel for param in command.params}
+    switches = {o.negated_flag for o in OPTIONS.values() if o.negated_flag}
+    assert "--no-embedding-bn" in switches and "--no-flip" in switches
+    assert flags == declared | switches | {"--config", "--resume", "--pooling"}
+    panels = {param.rich_help_panel for param in command.params if not param.hidden}
     assert panels == set(PANELS)
 
 
@@ -42,7 +42,7 @@ def test_every_option_is_declared_with_a_panel_and_help():
     ({"batch_size": "8"}, "batch_size must be a whole number, got '8'."),
     ({"lr": True}, "lr must be a number, got True."),
     ({"val_split": float("nan")}, "val_split must be in [0, 1), got nan."),
-    ({"pooling": "max"}, "pooling must be one of gap, flatten, got 'max'."),
+    ({"split_by": "max"}, "split_by must be one of images, identities, got 'max'."),
     ({"eval_bins": "a.bin"}, "eval_bins must be a list, got 'a.bin'."),
     ({"step_epochs": [1, "2"]}, "step_epochs must be a list, got [1, '2']."),
     ({"schedule": "step"}, "schedule step needs step_epochs, e.g. 10,15."),

@@ -20,7 +20,7 @@ def test_basic_model_and_training_model_share_layers():
     assert basic.output.shape == (None, 16)
     assert model.output.shape == (None, 7)
     assert model.get_layer("basic_model") is basic
-    assert basic.get_layer("dropout").rate == 0.2
+    assert basic.get_layer("neck").get_layer("dropout").rate == 0.2
     assert embedding_model(model) is basic
     assert embedding_model(basic) is basic
 
@@ -33,12 +33,12 @@ def test_backbone_batchnorm_momentum_is_set():
     assert momenta == {0.8}
 
 
-def test_flatten_pooling_and_bad_pooling():
-    basic, _ = build_model(3, "resnet50v2", "softmax", image_size=32, pooling="flatten",
+def test_flatten_neck_and_unknown_neck():
+    basic, _ = build_model(3, "resnet50v2", "softmax", image_size=32, neck="flatten",
                            embedding_size=8)
-    assert basic.get_layer("pooling").__class__.__name__ == "Flatten"
-    with pytest.raises(FacekitError, match="Unknown pooling"):
-        build_model(3, "mobilenetv2", "softmax", pooling="max", **SMALL)
+    assert basic.get_layer("neck").get_layer("pooling").__class__.__name__ == "Flatten"
+    with pytest.raises(FacekitError, match="Unknown neck 'max'; choose one of: e, f, "):
+        build_model(3, "mobilenetv2", "softmax", neck="max", **SMALL)
 
 
 def test_missing_weights_file_is_a_clear_error(tmp_path):

@@ -83,6 +83,9 @@ def test_train_rejects_bad_config_before_tensorflow(tiny_faces):
      "--head subcenter with this loss."),
     (["--step-epochs", "3,x"], "--step-epochs takes whole numbers separated by commas"),
     (["--backbone", "vgg"], "Unknown backbone 'vgg'"),
+    (["--neck", "max"], "Unknown neck 'max'; choose one of: e, f, flatten, gap, gdc, gnap"),
+    (["--neck-opt", "width=2"], "The neck 'gap' has no option 'width'; valid options: use_bias."),
+    (["--pooling", "flatten"], "--pooling is now --neck: use --neck flatten."),
     (["--loss-opt", "margin=0.5"], "has no option 'margin'; valid options: margin1, margin2"),
     (["--data", "/no/such/folder"], "data folder '/no/such/folder' does not exist"),
     (["--output", __file__], f"--output '{__file__}' is a file; pass a folder"),
@@ -101,7 +104,8 @@ def test_cli_train_end_to_end(tmp_path, tiny_faces, tinynet_plugin):
                          "--backbone-opt", "width=8", "--head", "normdense", "--loss",
                          "arcface", "--loss-opt", "scale=16", "--image-size", "32",
                          "--batch-size", "8", "--epochs", "1", "--steps-per-epoch", "2",
-                         "--augment", "light", "--no-flip",
+                         "--augment", "light", "--no-flip", "--neck", "gdc", "--neck-opt",
+                         "bn_momentum=0.8", "--no-embedding-bn",
                          "--embedding-size", "16", "--output", str(tmp_path / "run"),
                          env={"PYTHONPATH": str(tinynet_plugin)})
     assert result.returncode == 0, result.stderr[-3000:]
@@ -109,6 +113,8 @@ def test_cli_train_end_to_end(tmp_path, tiny_faces, tinynet_plugin):
     assert config["backbone_options"] == {"width": 8}
     assert config["loss_options"] == {"scale": 16.0}
     assert (config["augment"], config["flip"]) == ("light", False)
+    assert (config["neck"], config["neck_options"], config["embedding_bn"]) == (
+        "gdc", {"bn_momentum": 0.8}, False)
     assert (tmp_path / "run" / "basic_model.keras").is_file()
 
 

@@ -177,9 +177,9 @@ class Run:
         state = initial_state(loss, classes)
         if model is None:
             basic_model = build_basic_model(
-                self.plan.backbone, image_size=config.image_size,
+                self.plan.backbone, self.plan.neck, image_size=config.image_size,
                 embedding_size=config.embedding_size, dropout=config.dropout,
-                pooling=config.pooling)
+                embedding_bn=config.embedding_bn)
             if config.init_from:
                 init_basic_model(basic_model, config.init_from)
         else:

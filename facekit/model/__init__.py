@@ -1,4 +1,4 @@
-"""The model: backbone → pooling → embedding (the basic model) → head."""
+"""The model: backbone → neck → embedding (the basic model) → head."""
 
 from facekit.model.build import (BASIC_MODEL, BACKBONE_LAYER, EMBEDDING_LAYER, FaceModels,
                                  build_basic_model, build_model, build_training_model,

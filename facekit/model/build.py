@@ -1,4 +1,4 @@
-"""Model assembly: backbone -> pooling -> dropout -> embedding -> head.
+"""Model assembly: backbone -> neck -> embedding (BatchNorm) -> head.
 
 The *basic model* maps raw [0, 255] pixels to the embedding and is what
 verification and deployment use; the *training model* adds the head.
@@ -15,14 +15,18 @@ from typing import NamedTuple
 
 import keras
 
-from facekit.config import POOLINGS
 from facekit.fit.devices import dtype_policy
 from facekit.errors import FacekitError
 from facekit.registry import Registry, get_registry
 
 EMBEDDING_LAYER = "embedding"
 BACKBONE_LAYER = "backbone"
+NECK_LAYER = "neck"
 BASIC_MODEL = "basic_model"
+# The embedding BatchNorm: momentum as insightface's BatchNorms (PyTorch's 0.1), its
+# scale fixed at 1 (MXNet's fix_gamma, arcface_torch's frozen weight).
+EMBEDDING_BN_MOMENTUM = 0.9
+EMBEDDING_BN_EPSILON = 1e-5
 
 
 class FaceModels(NamedTuple):
@@ -31,43 +35,48 @@ class FaceModels(NamedTuple):
 
 
 def build_model(num_classes: int, backbone: str = "mobilenetv2", head: str = "normdense", *,
-                image_size: int = 112, embedding_size: int = 512, dropout: float = 0.1,
-                pooling: str = "gap", backbone_options: dict | None = None,
+                neck: str | None = None, image_size: int = 112, embedding_size: int = 512,
+                dropout: float = 0.1, embedding_bn: bool = True,
+                backbone_options: dict | None = None, neck_options: dict | None = None,
                 head_options: dict | None = None, augmentation=None, seed: int = 0,
                 registry: Registry | None = None) -> FaceModels:
     """Build the basic (embedding) model and the training model around it, by the
-    names of their components (for your own training loop)."""
+    names of their components (for your own training loop).  ``neck`` None: the
+    neck the backbone names."""
     from facekit.plan import resolve
 
-    if pooling not in POOLINGS:
-        raise FacekitError(f"Unknown pooling '{pooling}'; use {' or '.join(POOLINGS)}.")
     registry = registry or get_registry()
-    basic_model = build_basic_model(
-        resolve(registry, "backbone", backbone, backbone_options), image_size=image_size,
-        embedding_size=embedding_size, dropout=dropout, pooling=pooling)
+    backbone = resolve(registry, "backbone", backbone, backbone_options)
+    neck = resolve(registry, "neck", neck or backbone.component.neck or "gap", neck_options)
+    basic_model = build_basic_model(backbone, neck, image_size=image_size,
+                                    embedding_size=embedding_size, dropout=dropout,
+                                    embedding_bn=embedding_bn)
     return FaceModels(basic_model, build_training_model(
         basic_model, num_classes, resolve(registry, "head", head, head_options),
         augmentation=augmentation, seed=seed))
 
 
-def build_basic_model(backbone, *, image_size: int = 112, embedding_size: int = 512,
-                      dropout: float = 0.1, pooling: str = "gap") -> keras.Model:
-    """image [0, 255] -> backbone -> pooling -> dropout -> float32 embedding.
+def build_basic_model(backbone, neck, *, image_size: int = 112, embedding_size: int = 512,
+                      dropout: float = 0.1, embedding_bn: bool = True) -> keras.Model:
+    """image [0, 255] -> backbone -> neck -> embedding BatchNorm -> float32 embedding.
 
-    ``backbone`` is a resolved component (facekit.plan.Resolved).
+    ``backbone`` and ``neck`` are resolved components (facekit.plan.Resolved).
     """
     input_shape = (image_size, image_size, 3)
     inputs = keras.Input(shape=input_shape, name="image")
     backbone_model = backbone.build(input_shape)
     backbone_model.name = BACKBONE_LAYER  # one name to find (and freeze) whatever the plugin
     features = backbone_model(inputs)
-    if pooling == "gap":
-        features = keras.layers.GlobalAveragePooling2D(name="pooling")(features)
-    else:
-        features = keras.layers.Flatten(name="pooling")(features)
-    features = keras.layers.Dropout(dropout, name="dropout")(features)
-    with dtype_policy("float32"):  # embedding and head stay float32 under mixed precision
-        embedding = keras.layers.Dense(embedding_size, name=EMBEDDING_LAYER)(features)
+    with dtype_policy("float32"):  # the neck, embedding and head stay float32 under
+        neck_model = neck.build(tuple(features.shape[1:]), embedding_size, dropout)
+        neck_model.name = NECK_LAYER  # mixed precision
+        embedding = neck_model(features)
+        if embedding_bn:
+            embedding = keras.layers.BatchNormalization(
+                momentum=EMBEDDING_BN_MOMENTUM, epsilon=EMBEDDING_BN_EPSILON, scale=False,
+                name=EMBEDDING_LAYER)(embedding)
+        else:
+            embedding = keras.layers.Identity(name=EMBEDDING_LAYER)(embedding)
     return keras.Model(inputs, embedding, name=BASIC_MODEL)
 
 
