@@ -33,14 +33,18 @@ import numpy as np
 # What each recipe changes from facekit's defaults.
 RECIPES = {
     "default": {},
-    # Keras_insightface's own budget (issue 11): MobileNetV2, softmax 15 epochs then
-    # ArcFace 10, batch 64, Adam 1e-3 decaying exponentially, no validation split.
+    # Plain softmax on the same model and budget.
+    "softmax": {"head": "softmax", "loss": "softmax", "optimizer": "adam", "val_split": 0.0},
+    # Keras_insightface's own budget (issue 11): MobileNetV2 + GDC, softmax 15 epochs
+    # then ArcFace 10, batch 64, Adam 1e-3 decaying exponentially, no validation split.
     "keras-insightface": {
         "backbone": "mobilenetv2", "neck": "gdc", "batch_size": 64, "val_split": 0.0,
         "optimizer": "adam", "lr": 1e-3, "schedule": "exponential", "decay_rate": 0.9,
         "stages": [{"epochs": 15, "head": "softmax", "loss": "softmax"},
                    {"epochs": 10, "head": "normdense", "loss": "arcface"}]},
-    "mobilenetv2-gap": {"backbone": "mobilenetv2", "neck": "gap", "embedding_bn": False},
+    # facekit 0.1's defaults: GAP, no embedding BatchNorm, ArcFace, 5 epochs.
+    "facekit-0.1": {"neck": "gap", "embedding_bn": False, "batch_size": 128, "epochs": 5,
+                    "schedule": "constant", "augment": "flip", "loss": "arcface"},
 }
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"

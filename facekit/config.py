@@ -126,7 +126,7 @@ class TrainConfig:
         "packed shards. Default: the built-in demo dataset.", DATA, metavar="PATH")
     image_size: int = option(112, "Input images are resized to this square.", DATA,
                              check=at_least(32))
-    batch_size: int = option(128, "Images per batch (the global batch on several devices).",
+    batch_size: int = option(64, "Images per batch (the global batch on several devices).",
                              DATA, check=at_least(1))
     val_split: float = option(0.05, "Fraction held out for validation.", DATA,
                               check=fraction())
@@ -154,11 +154,11 @@ class TrainConfig:
     head: str = option("normdense", "Head name (see list-plugins).", MODEL, stage=True)
     head_options: dict = option({}, "Head option KEY=VALUE, repeatable.", MODEL,
                                 flag="--head-opt", stage=True, metavar="KEY=VALUE")
-    loss: str = option("arcface", "Loss name (see list-plugins).", MODEL, stage=True)
+    loss: str = option("cosface", "Loss name (see list-plugins).", MODEL, stage=True)
     loss_options: dict = option({}, "Loss option KEY=VALUE, repeatable (e.g. scale=32).",
                                 MODEL, flag="--loss-opt", stage=True, metavar="KEY=VALUE")
     # Optimization and schedule
-    epochs: int = option(5, "Number of epochs (on --resume: the new total).", OPTIMIZATION,
+    epochs: int = option(25, "Number of epochs (on --resume: the new total).", OPTIMIZATION,
                          stage=True, check=at_least(1))
     steps_per_epoch: int | None = option(
         None, "Batches per epoch. Default: one pass over the training images.",
@@ -170,7 +170,7 @@ class TrainConfig:
     weight_decay: float | None = option(None, "Decoupled weight decay of the optimizer.",
                                         OPTIMIZATION, stage=True, check=at_least(0))
     schedule: str = option(
-        "constant", "Learning-rate schedule: constant, cosine (after --warmup-epochs), "
+        "cosine", "Learning-rate schedule: constant, cosine (after --warmup-epochs), "
         "exponential (times --decay-rate per epoch) or step (times --decay-rate at each of "
         "--step-epochs).", OPTIMIZATION, choices=SCHEDULES, stage=True)
     warmup_epochs: float = option(0.0, "Linear warm-up epochs before the cosine decay.",
@@ -189,7 +189,7 @@ class TrainConfig:
         check=at_least(0))
     # Augmentation
     augment: str = option(
-        "flip", "Augmentation level: none, flip, light (flip, brightness/contrast 0.1, crop "
+        "light", "Augmentation level: none, flip, light (flip, brightness/contrast 0.1, crop "
         "0.9) or strong (also saturation 0.2, crop 0.8, grayscale 0.1). Runs on the "
         "accelerator, never on validation data.", AUGMENTATION, choices=tuple(LEVELS))
     flip: bool | None = option(None, "Random horizontal flips (overrides --augment).",

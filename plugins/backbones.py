@@ -143,4 +143,4 @@ def facekit_register_backbones(register):
     register("ghostfacenet", ghostfacenet, neck="gdc")
     for name, (class_name, preprocessing, extra_options) in APPLICATIONS.items():
         register(name, application_factory(class_name, preprocessing, extra_options),
-                 neck="gap")
+                 neck="gdc")

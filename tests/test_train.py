@@ -84,9 +84,11 @@ def test_train_rejects_bad_config_before_tensorflow(tiny_faces):
     (["--step-epochs", "3,x"], "--step-epochs takes whole numbers separated by commas"),
     (["--backbone", "vgg"], "Unknown backbone 'vgg'"),
     (["--neck", "max"], "Unknown neck 'max'; choose one of: e, f, flatten, gap, gdc, gnap"),
-    (["--neck-opt", "width=2"], "The neck 'gap' has no option 'width'; valid options: use_bias."),
+    (["--neck-opt", "width=2"],
+     "The neck 'gdc' has no option 'width'; valid options: bn_momentum, pointwise, use_bias."),
     (["--pooling", "flatten"], "--pooling is now --neck: use --neck flatten."),
-    (["--loss-opt", "margin=0.5"], "has no option 'margin'; valid options: margin1, margin2"),
+    (["--loss", "arcface", "--loss-opt", "margin=0.5"],
+     "has no option 'margin'; valid options: margin1, margin2"),
     (["--data", "/no/such/folder"], "data folder '/no/such/folder' does not exist"),
     (["--output", __file__], f"--output '{__file__}' is a file; pass a folder"),
 ])
