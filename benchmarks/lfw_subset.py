@@ -33,8 +33,10 @@ import numpy as np
 # What each recipe changes from facekit's defaults.
 RECIPES = {
     "default": {},
-    # Plain softmax on the same model and budget.
-    "softmax": {"head": "softmax", "loss": "softmax", "optimizer": "adam", "val_split": 0.0},
+    # The defaults with Adam and every image trained on (issue 11's first run).
+    "adam-all-images": {"optimizer": "adam", "val_split": 0.0},
+    # CosFace (s = 64, m = 0.35) on the same model and budget.
+    "cosface": {"head": "normdense", "loss": "cosface"},
     # Keras_insightface's own budget (issue 11): MobileNetV2 + GDC, softmax 15 epochs
     # then ArcFace 10, batch 64, Adam 1e-3 decaying exponentially, no validation split.
     "keras-insightface": {

@@ -151,10 +151,12 @@ class TrainConfig:
     embedding_bn: bool = option(
         True, "A BatchNorm on the embedding (its scale fixed at 1), as insightface's models "
         "end.", MODEL)
-    head: str = option("normdense", "Head name (see list-plugins).", MODEL, stage=True)
+    head: str | None = option(
+        None, "Head name (see list-plugins). Default: softmax for a loss that takes logits, "
+        "normdense for one that takes cosines.", MODEL, stage=True, metavar="NAME")
     head_options: dict = option({}, "Head option KEY=VALUE, repeatable.", MODEL,
                                 flag="--head-opt", stage=True, metavar="KEY=VALUE")
-    loss: str = option("cosface", "Loss name (see list-plugins).", MODEL, stage=True)
+    loss: str = option("softmax", "Loss name (see list-plugins).", MODEL, stage=True)
     loss_options: dict = option({}, "Loss option KEY=VALUE, repeatable (e.g. scale=32).",
                                 MODEL, flag="--loss-opt", stage=True, metavar="KEY=VALUE")
     # Optimization and schedule

@@ -20,6 +20,8 @@ from facekit.errors import FacekitError
 from facekit.options import parse_options
 from facekit.registry import Component, Registry, get_registry
 
+# The head a run gets when it names none: the one that gives its loss what it expects.
+DEFAULT_HEADS = {"logits": "softmax", "cosine": "normdense", "cosine+norm": "normdense"}
 CONFIG_FILE = "config.toml"  # the resolved configuration: facekit train --config RUN/config.toml
 
 
@@ -115,7 +117,7 @@ def plan_run(config: TrainConfig | None = None, *, resume: str | Path | None = N
     for number, stage_config in enumerate(config.stage_configs(), 1):
         head, loss = _head_and_loss(registry, stage_config)
         stage_config = dataclasses.replace(
-            stage_config, neck=neck.name, backbone_options=backbone.options,
+            stage_config, neck=neck.name, head=head.name, backbone_options=backbone.options,
             neck_options=neck.options, head_options=head.options, loss_options=loss.options)
         keeps_head = (previous is not None and previous.head.component == head.component
                       and previous.head.options == head.options)
@@ -139,8 +141,8 @@ def plan_run(config: TrainConfig | None = None, *, resume: str | Path | None = N
 
 
 def _head_and_loss(registry: Registry, config: TrainConfig) -> tuple[Resolved, Resolved]:
-    head = registry.get("head", config.head)
     loss = registry.get("loss", config.loss)
+    head = registry.get("head", config.head or DEFAULT_HEADS[loss.expects])
     if loss.expects not in head.outputs:
         fitting = [name for name in registry.names("head")
                    if loss.expects in registry.components["head"][name].outputs]
