@@ -145,3 +145,17 @@ def test_face_models_load_in_a_fresh_process(tmp_path):
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                             timeout=300)
     assert "identical" in result.stdout, result.stderr[-3000:]
+
+
+def test_the_head_follows_the_loss_unless_named(tiny_faces):
+    from facekit.plan import plan_run
+
+    def heads(**options):
+        plan = plan_run(data=str(tiny_faces), backbone="mobilenetv2", **options)
+        return [stage.head.name for stage in plan.stages]
+
+    assert heads() == ["softmax"]
+    assert heads(loss="adaface") == ["normdense"]
+    assert heads(loss="arcface", head="subcenter") == ["subcenter"]
+    assert heads(stages=[{"epochs": 1}, {"epochs": 1, "loss": "cosface"}]) == [
+        "softmax", "normdense"]
