@@ -124,10 +124,12 @@ def plan_run(config: TrainConfig | None = None, *, resume: str | Path | None = N
         stages.append(StagePlan(number, stage_config, head, loss,
                                 previous.end_epoch if previous else 0, keeps_head))
         previous = stages[-1]
-    head, loss = _head_and_loss(registry, config)
+    typed = {}
+    if not config.stages:  # with stages, the top-level head and loss are only what stages
+        head, loss = _head_and_loss(registry, config)  # inherit, checked in each above
+        typed = {"head_options": head.options, "loss_options": loss.options}
     config = dataclasses.replace(config, backbone_options=backbone.options,
-                                 neck_options=neck.options, head_options=head.options,
-                                 loss_options=loss.options)
+                                 neck_options=neck.options, **typed)
     cluster = find_cluster(config.cluster)
     if cluster is not None and config.devices not in (None, "", "auto"):
         raise OptionError("{devices} chooses devices on one machine; a multi-worker run uses "
