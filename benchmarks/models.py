@@ -35,10 +35,7 @@ def multiply_adds(model) -> int:
     for layer in model.layers:
         if isinstance(layer, keras.Model):
             total += multiply_adds(layer)
-        elif isinstance(layer, keras.layers.DepthwiseConv2D):
-            h, w = layer.output.shape[1:3]
-            total += h * w * int(np.prod(layer.kernel.shape))
-        elif isinstance(layer, keras.layers.Conv2D):
+        elif isinstance(layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)):
             h, w = layer.output.shape[1:3]
             total += h * w * int(np.prod(layer.kernel.shape))
         elif isinstance(layer, keras.layers.Dense):

@@ -418,7 +418,6 @@ def _renamed(data: dict) -> dict:
         return data
     data = dict(data)
     data.setdefault("neck", data.pop("pooling"))
-    data.pop("pooling", None)
     data.setdefault("embedding_bn", False)
     return data
 

@@ -46,6 +46,11 @@ def resolve(registry: Registry, kind: str, name: str, options) -> Resolved:
     return Resolved(component, parse_options(component, options))
 
 
+def resolve_neck(registry: Registry, backbone: Resolved, name: str | None, options) -> Resolved:
+    """The neck ``name``, or without one the neck the backbone names."""
+    return resolve(registry, "neck", name or backbone.component.neck or "gap", options)
+
+
 @dataclass(frozen=True)
 class StagePlan:
     """One stage of a run: its whole configuration, its head and loss, its epochs."""
@@ -110,8 +115,7 @@ def plan_run(config: TrainConfig | None = None, *, resume: str | Path | None = N
                            "ships it): pip install 'facekit[tensorboard]'.")
     registry = registry or get_registry()
     backbone = resolve(registry, "backbone", config.backbone, config.backbone_options)
-    neck = resolve(registry, "neck", config.neck or backbone.component.neck or "gap",
-                   config.neck_options)
+    neck = resolve_neck(registry, backbone, config.neck, config.neck_options)
     config = dataclasses.replace(config, neck=neck.name)  # the run records the neck it uses
     stages, previous = [], None
     for number, stage_config in enumerate(config.stage_configs(), 1):

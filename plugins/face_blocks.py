@@ -37,10 +37,7 @@ def conv(x, filters: int, kernel: int, name: str, strides: int = 1, groups: int 
          use_bias: bool = False):
     """A convolution padded like PyTorch's ``padding=kernel // 2`` (symmetric, also at
     stride 2, where Keras's "same" would pad one side only)."""
-    pad = kernel // 2
-    if pad and strides > 1:
-        x = keras.layers.ZeroPadding2D(pad, name=f"{name}_pad")(x)
-    padding = "valid" if (not pad or strides > 1) else "same"
+    x, padding = _torch_padding(x, kernel, strides, name)
     return keras.layers.Conv2D(filters, kernel, strides=strides, padding=padding, groups=groups,
                                use_bias=use_bias, kernel_initializer=KERNEL_INIT,
                                name=name)(x)
@@ -48,13 +45,19 @@ def conv(x, filters: int, kernel: int, name: str, strides: int = 1, groups: int 
 
 def depthwise(x, kernel: int, name: str, strides: int = 1):
     """A depthwise convolution padded like PyTorch's ``padding=kernel // 2``."""
-    pad = kernel // 2
-    if pad and strides > 1:
-        x = keras.layers.ZeroPadding2D(pad, name=f"{name}_pad")(x)
-    padding = "valid" if (not pad or strides > 1) else "same"
+    x, padding = _torch_padding(x, kernel, strides, name)
     return keras.layers.DepthwiseConv2D(kernel, strides=strides, padding=padding,
                                         use_bias=False, depthwise_initializer=KERNEL_INIT,
                                         name=name)(x)
+
+
+def _torch_padding(x, kernel: int, strides: int, name: str):
+    """PyTorch's symmetric ``padding=kernel // 2``: explicit zeros before a strided
+    convolution, Keras's "same" (identical there) at stride 1."""
+    pad = kernel // 2
+    if pad and strides > 1:
+        return keras.layers.ZeroPadding2D(pad, name=f"{name}_pad")(x), "valid"
+    return x, "same" if pad else "valid"
 
 
 def int_list(text, name: str) -> list[int]:

@@ -43,11 +43,11 @@ def build_model(num_classes: int, backbone: str = "mobilenetv2", head: str = "no
     """Build the basic (embedding) model and the training model around it, by the
     names of their components (for your own training loop).  ``neck`` None: the
     neck the backbone names."""
-    from facekit.plan import resolve
+    from facekit.plan import resolve, resolve_neck
 
     registry = registry or get_registry()
     backbone = resolve(registry, "backbone", backbone, backbone_options)
-    neck = resolve(registry, "neck", neck or backbone.component.neck or "gap", neck_options)
+    neck = resolve_neck(registry, backbone, neck, neck_options)
     basic_model = build_basic_model(backbone, neck, image_size=image_size,
                                     embedding_size=embedding_size, dropout=dropout,
                                     embedding_bn=embedding_bn)
