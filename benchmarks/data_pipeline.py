@@ -6,6 +6,8 @@ subset after `facekit prepare`) it measures images/second after warm-up of
   (a') the same with the flip done on the CPU in tf.data, for reference,
   (b) facekit reading packed TFRecord shards (the training part of the default
       5% validation split, as `facekit train` reads them),
+  (e) facekit reading the same images from an insightface train.rec/train.idx
+      (written by facekit.data.recordio, read without MXNet, as `facekit train` does),
   (c) the design notes' baseline: tf_keras ImageDataGenerator(rescale=1/255,
       horizontal_flip=True).flow_from_dataframe(...),
   (d) a decode-only ceiling: parallel tf.io.decode_jpeg of the same files,
@@ -72,6 +74,7 @@ def run(folder: Path, work: Path, epochs: float) -> None:
     from facekit.data.index import load_index
     from facekit.data.shards import pack, shard_dataset
     from facekit.data.shards import record_bucket
+    from facekit.data.recordio import write_recordio
 
     index = load_index(folder)
     batches = max(10, int(epochs * len(index) / BATCH))
@@ -87,6 +90,12 @@ def run(folder: Path, work: Path, epochs: float) -> None:
     shards = work / f"shards-{folder.name}"
     if not shards.exists():
         pack(index, shards, images_per_shard=1000, progress=False)
+    rec = work / f"rec-{folder.name}"
+    if not rec.exists():
+        write_recordio(rec, ((int(label), Path(path).read_bytes())
+                             for path, label in zip(index.paths, index.labels)))
+    rec_pipeline = make_dataset(load_index(rec), image_size=112, batch_size=BATCH,
+                                training=True)
 
     from tf_keras.preprocessing.image import ImageDataGenerator
 
@@ -115,6 +124,7 @@ def run(folder: Path, work: Path, epochs: float) -> None:
         "a_cpu": folder_pipeline.map(cpu_flip, num_parallel_calls=tf.data.AUTOTUNE),
         "b": shard_dataset(shards, image_size=112, batch_size=BATCH, training=True,
                            keep=lambda ids: record_bucket(ids) >= 50),
+        "e": rec_pipeline,
         "c": generator,
         "d": ceiling.map(lambda x: (x,)),
         "d_batched": batched_ceiling.map(lambda x: (x,)),
@@ -123,13 +133,15 @@ def run(folder: Path, work: Path, epochs: float) -> None:
     print(f"(a)  facekit folder pipeline          {median['a']:9.0f} images/s")
     print(f"(a') facekit folder + CPU batch flip   {median['a_cpu']:9.0f} images/s")
     print(f"(b)  facekit packed shards            {median['b']:9.0f} images/s")
+    print(f"(e)  facekit insightface .rec         {median['e']:9.0f} images/s")
     print(f"(c)  ImageDataGenerator (baseline)    {median['c']:9.0f} images/s")
     print(f"(d)  decode-only ceiling              {median['d']:9.0f} images/s")
     print(f"(d') decode-only, decoded by batch    {median['d_batched']:9.0f} images/s")
     print(f"(medians of {len(rounds)} rounds; ratios taken within each round: median (range))")
     print(f"a/c = {ratio(rounds, 'a', 'c')}   b/c = {ratio(rounds, 'b', 'c')}   "
           f"a/d = {ratio(rounds, 'a', 'd')}   b/a = {ratio(rounds, 'b', 'a')}   "
-          f"a'/d = {ratio(rounds, 'a_cpu', 'd')}   a/d' = {ratio(rounds, 'a', 'd_batched')}")
+          f"a'/d = {ratio(rounds, 'a_cpu', 'd')}   a/d' = {ratio(rounds, 'a', 'd_batched')}   "
+          f"e/a = {ratio(rounds, 'e', 'a')}   e/b = {ratio(rounds, 'e', 'b')}")
 
 
 def index_load_time(work: Path) -> None:

@@ -242,9 +242,9 @@ def evaluate(
     auto_pairs: Annotated[Optional[int], typer.Option(
         help="Draw this many balanced same/different pairs from --data (written to "
              "--pairs-out so the result can be reproduced).")] = None,
-    bin_file: Annotated[Optional[Path], typer.Option(
-        "--bin", help="insightface verification set (lfw.bin, cfp_fp.bin, agedb_30.bin).")]
-        = None,
+    bins: Annotated[Optional[list[Path]], typer.Option(
+        "--bin", help="insightface verification set (lfw.bin, cfp_fp.bin, agedb_30.bin), or a "
+                      "folder of them; repeat for several.")] = None,
     folds: Annotated[Optional[int], typer.Option(
         help="Number of folds. Default: the pairs file's, 10 for --bin and --auto-pairs.")]
         = None,
@@ -255,41 +255,69 @@ def evaluate(
     pairs_out: Annotated[Optional[Path], typer.Option(
         help="Where --auto-pairs writes its pairs. Default: auto_pairs_<N>_seed<S>.txt.")]
         = None,
+    report: Annotated[Optional[Path], typer.Option(
+        help="Where to write the results as JSON. Default: eval.json beside the model.")]
+        = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
     plot: Annotated[Optional[Path], typer.Option(
-        help="Write the ROC curve and distance histograms to this PNG.")] = None,
+        help="Write the ROC curve and distance histograms to this PNG (first set).")] = None,
 ):
-    """Face verification accuracy with the standard K-fold protocol."""
-    sources = [pairs is not None, auto_pairs is not None, bin_file is not None]
-    if sum(sources) != 1 or (bin_file is None) == (data is None):
+    """Face verification accuracy with the standard K-fold protocol, one table for all sets;
+    writes the similarity thresholds at FAR 1e-2, 1e-3, 1e-4 beside the model."""
+    sources = [pairs is not None, auto_pairs is not None, bool(bins)]
+    if sum(sources) != 1 or (not bins) == (data is None):
         raise FacekitError("Give --data with --pairs or --auto-pairs, or --bin alone.")
     if folds is not None and folds < 2:
         raise FacekitError(f"--folds must be at least 2, got {folds}.")
     _quiet_tensorflow()
+    import numpy as np
+
     from facekit.eval.embedding import load_embedding_model
-    from facekit.eval.sets import VerificationSet, evaluate_set
+    from facekit.eval.sets import VerificationSet, bin_files, evaluate_set, results_table
+    from facekit.eval.thresholds import similarity_thresholds, write_thresholds
     from facekit.eval.verification import plot_verification
 
-    if bin_file is not None:
-        vset = VerificationSet.from_bin(bin_file, folds or 10)
+    if bins:
+        vsets = [VerificationSet.from_bin(path, folds or 10) for path in bin_files(bins)]
     elif pairs is not None:
-        vset = VerificationSet.from_pairs(data, pairs)
+        vsets = [VerificationSet.from_pairs(data, pairs)]
     else:
         pairs_out = pairs_out or Path(f"auto_pairs_{auto_pairs}_seed{seed}.txt")
-        vset = VerificationSet.auto(data, auto_pairs, folds or 10, seed, pairs_out)
+        vsets = [VerificationSet.auto(data, auto_pairs, folds or 10, seed, pairs_out)]
         if not as_json:
             typer.echo(f"pairs written to {pairs_out}")
+    from facekit.model.build import model_file  # imports Keras: after the sets are read
+
     embedding_model = load_embedding_model(model)
-    result, distances = evaluate_set(embedding_model, vset, flip=flip, batch_size=batch_size,
-                                     folds=folds, progress=not as_json)
+    rows, all_distances = [], []
+    for vset in vsets:
+        result, distances = evaluate_set(embedding_model, vset, flip=flip,
+                                         batch_size=batch_size, folds=folds,
+                                         progress=not as_json)
+        rows.append((vset.title, result))
+        all_distances.append(distances)
     if plot:
-        plot_verification(distances, vset.issame, result, plot)
+        plot_verification(all_distances[0], vsets[0].issame, rows[0][1], plot)
+    thresholds = similarity_thresholds(np.concatenate(all_distances),
+                                       np.concatenate([v.issame for v in vsets]),
+                                       [title for title, _ in rows])
+    written = write_thresholds(model, thresholds)
+    results = {"model": str(model_file(model)), "flip": flip,
+               "sets": [{"set": title, **result.to_dict()} for title, result in rows],
+               "thresholds": thresholds}
+    report = report or model_file(model).parent / "eval.json"
+    report.write_text(json.dumps(results, indent=2) + "\n")
     if as_json:
-        typer.echo(json.dumps({"set": vset.name, **result.to_dict()}, indent=2))
-    else:
-        typer.echo(f"\n{vset.name}\n{result.summary()}")
-        if plot:
-            typer.echo(f"plot: {plot}")
+        typer.echo(json.dumps(results, indent=2))
+        return
+    if len(rows) == 1:
+        typer.echo(f"\n{rows[0][0]}\n{rows[0][1].summary()}")
+    typer.echo(f"\n{results_table(rows)}\n\nsimilarity thresholds ({thresholds['pairs']} pairs):")
+    for key, entry in thresholds["at_far"].items():
+        typer.echo(f"  FAR {key}: " + (f"{entry['threshold']:.4f} (FAR reached "
+                                       f"{entry['far']:.2e}, TAR {entry['tar']:.4f})"
+                                       if entry["threshold"] is not None else entry["reason"]))
+    typer.echo(f"results: {report}\nthresholds: {written}" + (f"\nplot: {plot}" if plot else ""))
 
 
 @app.command()
@@ -335,6 +363,92 @@ def embed(
 
 
 @app.command()
+def compare(
+    first: Annotated[Path, typer.Argument(help="A face image (aligned, as training saw them).")],
+    second: Annotated[Path, typer.Argument(help="Another face image.")],
+    model: ModelPath,
+    far: Annotated[float, typer.Option(
+        help="False accept rate whose threshold decides (measured by facekit eval: 1e-2, "
+             "1e-3 or 1e-4).")] = 1e-3,
+    flip: Annotated[bool, typer.Option(help="Add the mirrored image's embedding.")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+):
+    """Cosine similarity of two faces, and same person or not at the model's threshold."""
+    for image in (first, second):
+        if not image.is_file():
+            raise FacekitError(f"The image '{image}' does not exist.")
+    from facekit.eval.thresholds import threshold_at
+
+    threshold = threshold_at(model, far)  # before TensorFlow: a missing file is a quick error
+    _quiet_tensorflow()
+    from facekit.eval.embedding import embed_paths, load_embedding_model
+    from facekit.eval.verification import l2_normalize
+
+    vectors = l2_normalize(embed_paths(load_embedding_model(model),
+                                       [str(first), str(second)], flip=flip))
+    similarity = float(vectors[0] @ vectors[1])
+    same = similarity > threshold
+    if as_json:
+        typer.echo(json.dumps({"similarity": similarity, "threshold": threshold, "far": far,
+                               "same": same}))
+    else:
+        typer.echo(f"similarity {similarity:.4f}, threshold {threshold:.4f} at FAR {far:.0e}: "
+                   + ("same person" if same else "different people"))
+
+
+@app.command()
+def identify(
+    gallery: Annotated[Path, typer.Option(
+        help="Folder of identity sub-folders: the people to search among.")],
+    probe: Annotated[Path, typer.Option(
+        help="Folder of identity sub-folders to search for (their folder names are the "
+             "truth for rank-k accuracy).")],
+    model: ModelPath,
+    out: Annotated[Path, typer.Option(
+        help="CSV of each probe's top matches.")] = Path("identify.csv"),
+    top: Annotated[int, typer.Option(help="Candidates listed per probe.")] = 5,
+    batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 64,
+    flip: Annotated[bool, typer.Option(help="Add the mirrored image's embedding.")] = True,
+    cache: Annotated[bool, typer.Option(
+        help="Reuse the gallery's embeddings while the model and gallery are unchanged.")]
+        = True,
+):
+    """1:N identification: rank-1 and rank-5 accuracy of probes against a gallery."""
+    if top < 1:
+        raise FacekitError(f"--top must be at least 1, got {top}.")
+    _quiet_tensorflow()
+    import numpy as np
+    import pandas as pd
+
+    from facekit.data.index import load_index
+    from facekit.eval.embedding import embed_paths, load_embedding_model
+    from facekit.eval.identify import load_gallery, rank_accuracy, rank_candidates, true_ranks
+
+    embedding_model = load_embedding_model(model)
+    known, cached = load_gallery(embedding_model, model, gallery, batch_size=batch_size,
+                                 flip=flip, use_cache=cache)
+    probes = load_index(probe)
+    vectors = embed_paths(embedding_model, probes.paths, batch_size=batch_size, flip=flip)
+    identities = [probes.classes[label] for label in probes.labels]
+    best, scores = rank_candidates(known, vectors, top)
+    ranks = true_ranks(known, vectors, identities)
+    table = pd.DataFrame({"probe": probes.paths, "identity": identities,
+                          "rank": pd.Series(ranks).where(ranks > 0).astype("Int64")})
+    for k in range(best.shape[1]):
+        table[f"match{k + 1}"] = [known.classes[i] for i in best[:, k]]
+        table[f"similarity{k + 1}"] = np.round(scores[:, k], 6)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out, index=False)
+    accuracy = rank_accuracy(ranks)
+    enrolled = int((ranks > 0).sum())
+    typer.echo(f"gallery: {len(known.classes)} identities, {known.images} images"
+               f"{' (cached embeddings)' if cached else ''}; probes: {len(ranks)}, "
+               f"{enrolled} of enrolled people")
+    typer.echo("  ".join(f"rank-{k}: {value:.4f}" for k, value in accuracy.items()))
+    typer.echo(f"top matches: {out}")
+
+
+@app.command()
 def export(
     model: ModelPath,
     format: Annotated[ExportFormat, typer.Option(help="Deployment format.")],
@@ -350,7 +464,9 @@ def export(
 
 @app.command()
 def prepare(
-    source: Annotated[Path, typer.Argument(help="Folder of identity sub-folders, any format.")],
+    source: Annotated[Path, typer.Argument(
+        help="Folder of identity sub-folders (any image format), or of an insightface "
+             "train.rec.")],
     destination: Annotated[Path, typer.Argument(help="Where to write DST/<identity>/*.jpg.")],
     size: Annotated[int, typer.Option(help="Output size in pixels (square).")] = 112,
     crop: Annotated[Optional[int], typer.Option(
@@ -359,7 +475,8 @@ def prepare(
     workers: Annotated[Optional[int], typer.Option(
         help="Parallel processes. Default: one per CPU.")] = None,
 ):
-    """Convert a dataset to 112x112 RGB JPEGs in identity folders (file stems kept)."""
+    """Convert a dataset to 112x112 RGB JPEGs in identity folders (file stems kept); extract
+    an insightface train.rec."""
     from facekit.data.prepare import prepare_dataset
 
     report = prepare_dataset(source, destination, size, crop, workers)
@@ -371,7 +488,8 @@ def prepare(
 
 @app.command()
 def index(
-    data: Annotated[Path, typer.Argument(help="Folder of identity sub-folders.")],
+    data: Annotated[Path, typer.Argument(
+        help="Folder of identity sub-folders, or of an insightface train.rec.")],
     verify: Annotated[bool, typer.Option(
         help="Decode every image as training will, to find corrupt files.")] = True,
     rebuild: Annotated[bool, typer.Option(help="Ignore a cached index.")] = False,
@@ -387,7 +505,8 @@ def index(
 
 @app.command()
 def pack(
-    data: Annotated[Path, typer.Argument(help="Folder of identity sub-folders.")],
+    data: Annotated[Path, typer.Argument(
+        help="Folder of identity sub-folders, or of an insightface train.rec.")],
     out: Annotated[Path, typer.Argument(help="Folder for the TFRecord shards.")],
     images_per_shard: Annotated[int, typer.Option(help="Images in each shard.")] = 5000,
     image_size: Annotated[int, typer.Option(help="Images are stored at this size.")] = 112,

@@ -122,8 +122,8 @@ class TrainConfig:
 
     # Data
     data: str | None = option(
-        None, "Folder of identity sub-folders (DATA/<identity>/<image>), a glob pattern, or "
-        "packed shards. Default: the built-in demo dataset.", DATA, metavar="PATH")
+        None, "Folder of identity sub-folders (DATA/<identity>/<image>), a glob pattern, "
+        "packed shards, or a folder holding insightface's train.rec and train.idx. Default: the built-in demo dataset.", DATA, metavar="PATH")
     image_size: int = option(112, "Input images are resized to this square.", DATA,
                              check=at_least(32))
     batch_size: int = option(64, "Images per batch (the global batch on several devices).",

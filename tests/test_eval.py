@@ -31,10 +31,15 @@ def test_eval_cli_auto_pairs_json_and_plot(tmp_path, trained_run, tiny_faces):
                          str(tmp_path / "pairs.txt"), "--json", "--plot",
                          str(tmp_path / "roc.png"))
     assert result.returncode == 0, result.stderr[-3000:]
-    data = json.loads(result.stdout)
+    report = json.loads(result.stdout)
+    assert report == json.loads((trained_run / "eval.json").read_text())
+    [data] = report["sets"]
     assert 0.0 <= data["accuracy"] <= 1.0
     assert len(data["fold_accuracies"]) == 4 and data["pairs"] == 40
     assert "1e-03" in data["tar_at_far"]
+    # 20 different-person pairs measure no FAR of 1e-2 or below: each says why.
+    assert all("cannot measure" in entry["reason"]
+               for entry in report["thresholds"]["at_far"].values())
     assert (tmp_path / "roc.png").read_bytes()[:4] == b"\x89PNG"
     again = run_facekit("eval", "--model", str(trained_run / "model.keras"), "--data",
                         str(tiny_faces), "--pairs", str(tmp_path / "pairs.txt"))
@@ -61,6 +66,120 @@ def test_bin_set_gives_the_same_result_as_its_pairs(tmp_path, trained_run, tiny_
     assert from_bin.auc == pytest.approx(from_pairs.auc)
 
 
+def _bin_from_pairs(path, vset):
+    encoded = []
+    for a, b in zip(vset.first, vset.second):
+        encoded += [open(vset.images[a], "rb").read(), open(vset.images[b], "rb").read()]
+    with open(path, "wb") as f:
+        pickle.dump((encoded, vset.issame.tolist()), f, protocol=2)
+
+
+def test_eval_of_several_bins_prints_one_table_and_writes_thresholds(tmp_path, trained_run,
+                                                                      tiny_faces):
+    from facekit.eval.pairs import draw_pairs, write_pairs
+
+    index = scan_folder(tiny_faces)
+    sets = tmp_path / "sets"
+    sets.mkdir()
+    for name, seed in (("lfw", 1), ("cfp_fp", 2), ("agedb_30", 3)):
+        write_pairs(tmp_path / f"{name}.txt", draw_pairs(index, 100, folds=5, seed=seed))
+        _bin_from_pairs(sets / f"{name}.bin",
+                        VerificationSet.from_pairs(tiny_faces, tmp_path / f"{name}.txt"))
+    extra = tmp_path / "mine.bin"
+    _bin_from_pairs(extra, VerificationSet.from_pairs(tiny_faces, tmp_path / "lfw.txt"))
+    result = run_facekit("eval", "--model", str(trained_run), "--bin", str(sets), "--bin",
+                         str(extra), "--folds", "5", "--report", str(tmp_path / "r.json"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [line.split()[0] for line in result.stdout.splitlines()
+            if line.split() and line.split()[0] in ("AgeDB-30", "CFP-FP", "LFW", "mine")]
+    assert rows == ["AgeDB-30", "CFP-FP", "LFW", "mine"]
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert [s["set"] for s in report["sets"]] == rows
+    lfw, mine = report["sets"][2], report["sets"][3]
+    assert lfw["fold_accuracies"] == mine["fold_accuracies"]  # the same pairs
+    thresholds = json.loads((trained_run / "thresholds.json").read_text())
+    assert thresholds == report["thresholds"] and thresholds["pairs"] == 400
+    assert thresholds["at_far"]["1e-02"]["far"] <= 0.01  # 200 negatives measure 1e-2
+    assert thresholds["at_far"]["1e-03"]["threshold"] is None
+
+
+def test_similarity_thresholds_against_a_count():
+    """1,000 different-person pairs at known distances: at FAR 1e-2 exactly the 10 closest
+    are accepted, so the threshold is the similarity of the 11th closest."""
+    from facekit.eval.thresholds import similarity_thresholds
+
+    rng = np.random.default_rng(0)
+    negatives = rng.permutation(np.linspace(0.5, 3.5, 1000))
+    positives = rng.uniform(0.1, 1.5, 300)
+    distances = np.concatenate([positives, negatives])
+    issame = np.arange(1300) < 300
+    found = similarity_thresholds(distances, issame, ["x"])["at_far"]
+    eleventh = np.sort(negatives)[10]
+    assert found["1e-02"]["threshold"] == pytest.approx(1 - eleventh / 2)
+    assert found["1e-02"]["far"] == 0.01
+    assert found["1e-02"]["tar"] == pytest.approx(np.mean(positives < eleventh))
+    assert found["1e-03"]["threshold"] == pytest.approx(1 - np.sort(negatives)[1] / 2)
+    assert found["1e-04"]["threshold"] is None
+
+
+def test_compare_and_identify(tmp_path, trained_run, tiny_faces):
+    from facekit.eval.thresholds import THRESHOLDS_FILE
+
+    people = sorted(p for p in tiny_faces.iterdir() if p.is_dir())
+    a, b = sorted(people[0].iterdir())[:2]
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "basic_model.keras").write_bytes((trained_run / "basic_model.keras").read_bytes())
+    missing = run_facekit("compare", str(a), str(b), "--model", str(run_dir))
+    assert missing.returncode == 2 and "run facekit eval on it first" in missing.stderr
+    (run_dir / THRESHOLDS_FILE).write_text(json.dumps({"at_far": {
+        "1e-03": {"threshold": -1.0, "far": 0.001, "tar": 1.0},
+        "1e-04": {"threshold": 1.0, "far": 0.0, "tar": 0.0}}}))
+    same = run_facekit("compare", str(a), str(b), "--model", str(run_dir), "--json")
+    assert same.returncode == 0, same.stderr[-2000:]
+    answer = json.loads(same.stdout)
+    model = facekit.load_model(run_dir)
+    from facekit.eval.embedding import embed_paths
+    from facekit.eval.verification import l2_normalize
+
+    vectors = l2_normalize(embed_paths(model, [str(a), str(b)]))
+    assert answer["similarity"] == pytest.approx(float(vectors[0] @ vectors[1]), abs=1e-5)
+    assert answer["same"] is True  # every similarity is above -1
+    strict = run_facekit("compare", str(a), str(b), "--model", str(run_dir), "--far", "1e-4")
+    assert "different people" in strict.stdout  # no cosine exceeds 1
+
+    # Gallery: the first 5 images of each person; probes: the other 5, plus a stranger.
+    gallery, probes = tmp_path / "gallery", tmp_path / "probes"
+    for person in people:
+        for number, image in enumerate(sorted(person.iterdir())):
+            folder = (gallery if number < 5 else probes) / person.name
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / image.name).write_bytes(image.read_bytes())
+    (probes / "stranger").mkdir()
+    (probes / "stranger" / "x.jpg").write_bytes(a.read_bytes())
+    out = tmp_path / "top.csv"
+    first = run_facekit("identify", "--gallery", str(gallery), "--probe", str(probes),
+                        "--model", str(run_dir), "--out", str(out), "--top", "3")
+    assert first.returncode == 0, first.stderr[-2000:]
+    table = pd.read_csv(out)
+    assert len(table) == 21 and table["rank"].isna().sum() == 1
+    # rank-k from the CSV equals what the command prints, computed independently here
+    gallery_vectors = l2_normalize(embed_paths(model, [str(p) for p in sorted(gallery.glob("*/*"))]))
+    templates = l2_normalize(gallery_vectors.reshape(4, 5, -1).sum(axis=1))
+    enrolled = table[table["identity"] != "stranger"]
+    scores = l2_normalize(embed_paths(model, enrolled["probe"].tolist())) @ templates.T
+    names = [p.name for p in people]
+    own = scores[np.arange(len(enrolled)), [names.index(i) for i in enrolled["identity"]]]
+    expected_ranks = 1 + (scores > own[:, None]).sum(axis=1)
+    assert enrolled["rank"].tolist() == expected_ranks.tolist()
+    assert f"rank-1: {np.mean(expected_ranks <= 1):.4f}" in first.stdout
+    assert table["match1"].tolist()[:20] == [names[i] for i in scores.argmax(axis=1)]
+    again = run_facekit("identify", "--gallery", str(gallery), "--probe", str(probes),
+                        "--model", str(run_dir), "--out", str(out), "--top", "3")
+    assert "(cached embeddings)" in again.stdout and "(cached" not in first.stdout
+    assert pd.read_csv(out).equals(table)
+
+
 def test_embed_to_npy_and_parquet(tmp_path, trained_run, tiny_faces):
     result = run_facekit("embed", "--model", str(trained_run), "--data", str(tiny_faces),
                          "--out", str(tmp_path / "emb.npy"))
@@ -85,6 +204,14 @@ def test_export_gives_the_same_embeddings(tmp_path, trained_run, tiny_faces, fmt
     result = run_facekit("export", "--model", str(trained_run), "--format", fmt,
                          "--out", str(out))
     assert result.returncode == 0, result.stderr[-3000:]
+    from facekit.eval.export import read_metadata
+    from facekit.eval.thresholds import read_thresholds
+
+    metadata = read_metadata(out, fmt)
+    assert metadata["input"]["shape"] == [None, 32, 32, 3]
+    assert metadata["input"]["channels"] == "RGB" and metadata["input"]["pixel_range"] == [0, 255]
+    assert metadata["output"]["embedding_size"] == TINY_TRAIN["embedding_size"]
+    assert metadata["thresholds"] == read_thresholds(trained_run)
     index = scan_folder(tiny_faces)
     [(images, _)] = list(make_dataset(index.subset(np.arange(40) < 4), image_size=32,
                                       batch_size=4, training=False))

@@ -32,18 +32,38 @@ INDEX_VERSION = 1
 
 @dataclass
 class DatasetIndex:
-    """Every usable image with its class id; ``classes[id]`` is the identity's folder name."""
+    """Every usable image with its class id; ``classes[id]`` is the identity's folder name.
 
-    paths: np.ndarray  # str
+    ``paths`` are image files, or, when ``records`` names a ``.rec`` file, the byte
+    offsets of its image records (facekit.data.recordio).
+    """
+
+    paths: np.ndarray  # str, or int64 offsets into ``records``
     labels: np.ndarray  # int32
     classes: list[str]
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    records: str | None = None
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def subset(self, mask: np.ndarray) -> "DatasetIndex":
-        return DatasetIndex(self.paths[mask], self.labels[mask], self.classes)
+        return DatasetIndex(self.paths[mask], self.labels[mask], self.classes,
+                            records=self.records)
+
+    def encoded(self, position: int) -> bytes:
+        """The encoded image at ``position``: a file's bytes or a record's image."""
+        if self.records is None:
+            return Path(self.paths[position]).read_bytes()
+        from facekit.data.recordio import open_record_file
+
+        return open_record_file(self.records).image(int(self.paths[position]))
+
+    def name(self, position: int) -> str:
+        """How a message names the image at ``position``."""
+        if self.records is None:
+            return str(self.paths[position])
+        return f"{self.records} record at byte {int(self.paths[position])}"
 
     def counts(self) -> np.ndarray:
         return np.bincount(self.labels, minlength=len(self.classes))
@@ -138,6 +158,37 @@ def verify_images(paths) -> dict[str, str]:
     return {p: _failure_reason(p) for p in paths if p not in good}
 
 
+def verify_records(records: str, offsets) -> dict[int, str]:
+    """Decode the image of every record at ``offsets``; {offset: reason} for those that
+    fail (unreadable records are found by the scan already)."""
+    import tensorflow as tf
+
+    from facekit.data.recordio import RecordFile, RecordError
+
+    rec = RecordFile(Path(records))
+
+    def read(offset):
+        return rec.image(int(offset))
+
+    def check(offset):
+        contents = tf.numpy_function(read, [offset], tf.string, stateful=False)
+        image = tf.io.decode_image(contents, channels=3, expand_animations=False)
+        return offset, tf.shape(image)
+
+    dataset = (tf.data.Dataset.from_tensor_slices(np.asarray(offsets, np.int64))
+               .map(check, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
+               .ignore_errors().batch(4096))
+    good = {int(o) for batch, _ in dataset.as_numpy_iterator() for o in batch}
+    failures = {}
+    for offset in (int(o) for o in offsets if int(o) not in good):
+        try:
+            rec.image(offset)
+            failures[offset] = "corrupt or truncated image in the record"
+        except RecordError as exc:
+            failures[offset] = str(exc)
+    return failures
+
+
 def _failure_reason(path: str) -> str:
     try:
         size = os.path.getsize(path)
@@ -170,7 +221,14 @@ def cache_paths(root: Path) -> tuple[Path, Path]:
 
 
 def load_index(root: str | Path, *, use_cache: bool = True, verify: bool = True) -> DatasetIndex:
-    """The folder's index: from the cache when the folder is unchanged, else scanned anew."""
+    """The folder's index: from the cache when the folder is unchanged, else scanned anew.
+
+    A folder holding insightface's ``train.rec`` is indexed by its records.
+    """
+    from facekit.data.recordio import is_recordio
+
+    if not is_pattern(root) and is_recordio(root):
+        return load_recordio_index(Path(root), use_cache=use_cache, verify=verify)
     if is_pattern(root):
         index = scan_folder(root)
         return _verified(index) if verify else index
@@ -183,6 +241,35 @@ def load_index(root: str | Path, *, use_cache: bool = True, verify: bool = True)
         if meta["fingerprint"] == key and (meta["verified"] or not verify):
             return _read_table(table_path, meta)
     index = scan_folder(root)
+    if verify:
+        index = _verified(index)
+    if use_cache:
+        _write_table(index, table_path, meta_path, key, verify)
+    return index
+
+
+def load_recordio_index(folder: Path, *, use_cache: bool = True, verify: bool = True
+                        ) -> DatasetIndex:
+    """The index of ``folder/train.rec``: its image records, checked (framing, header,
+    and with ``verify`` the image decoded) and cached like a folder's."""
+    from facekit.data.recordio import IDX_FILE, REC_FILE, scan_recordio
+
+    rec = folder / REC_FILE
+    stats = [(rec.stat().st_size, rec.stat().st_mtime_ns)]
+    if (folder / IDX_FILE).is_file():
+        stats.append((folder / IDX_FILE).stat().st_mtime_ns)
+    key = hashlib.sha1(f"v{INDEX_VERSION} recordio {stats}".encode()).hexdigest()
+    table_path, meta_path = cache_paths(rec)
+    if use_cache and meta_path.exists() and table_path.exists():
+        meta = json.loads(meta_path.read_text())
+        if meta["fingerprint"] == key and (meta["verified"] or not verify):
+            return _read_table(table_path, meta, records=str(rec))
+    scanned = scan_recordio(folder)
+    numbers, labels = np.unique(scanned.labels, return_inverse=True)
+    width = len(str(int(numbers[-1])))
+    index = DatasetIndex(scanned.offsets, labels.astype(np.int32),
+                         [str(int(n)).zfill(width) for n in numbers], scanned.skipped,
+                         records=str(rec))
     if verify:
         index = _verified(index)
     if use_cache:
@@ -205,11 +292,16 @@ def require_folder(root: Path) -> None:
 
 
 def _verified(index: DatasetIndex) -> DatasetIndex:
-    failures = verify_images(index.paths)
+    if index.records is None:
+        failures = verify_images(index.paths)
+    else:
+        failures = verify_records(index.records, index.paths)
     if not failures:
         return index
     keep = np.array([p not in failures for p in index.paths])
-    skipped = index.skipped + sorted(failures.items())
+    named = {p: f"{index.records} record at byte {p}" for p in failures} \
+        if index.records else {p: p for p in failures}
+    skipped = index.skipped + sorted((named[p], reason) for p, reason in failures.items())
     labels = index.labels[keep]
     present = np.unique(labels)
     if len(present) == 0:
@@ -220,7 +312,7 @@ def _verified(index: DatasetIndex) -> DatasetIndex:
     remap = np.full(len(index.classes), -1, np.int32)
     remap[present] = np.arange(len(present), dtype=np.int32)
     return DatasetIndex(index.paths[keep], remap[labels], [index.classes[i] for i in present],
-                        skipped)
+                        skipped, records=index.records)
 
 
 def _write_table(index, table_path: Path, meta_path: Path, key: str, verified: bool) -> None:
@@ -236,9 +328,9 @@ def _write_table(index, table_path: Path, meta_path: Path, key: str, verified: b
                                      "classes": index.classes, "skipped": index.skipped}))
 
 
-def _read_table(table_path: Path, meta: dict) -> DatasetIndex:
+def _read_table(table_path: Path, meta: dict, records: str | None = None) -> DatasetIndex:
     import pyarrow.feather as feather
 
     table = feather.read_table(table_path)
     return DatasetIndex(table.column("path").to_numpy(), table.column("label").to_numpy(),
-                        meta["classes"], [tuple(s) for s in meta["skipped"]])
+                        meta["classes"], [tuple(s) for s in meta["skipped"]], records)

@@ -21,10 +21,13 @@ def make_dataset(index: DatasetIndex, *, image_size: int, batch_size: int, train
     embedding needs every image, so it turns that off.  ``skip_batches``
     continues a seeded training stream where a resumed run stopped, skipping
     file names, not decoded images.  With several workers each reads its own
-    share of the files, ``worker_index::num_workers``.
+    share of the files, ``worker_index::num_workers``.  An index of ``.rec`` records
+    reads each batch's records from the memory-mapped file.
     """
     import tensorflow as tf
 
+    load = (lambda paths: load_batch(paths, image_size)) if index.records is None else \
+        record_loader(index.records, image_size)
     dataset = tf.data.Dataset.from_tensor_slices((index.paths, index.labels))
     if num_workers > 1:
         dataset = dataset.shard(num_workers, worker_index)
@@ -32,7 +35,7 @@ def make_dataset(index: DatasetIndex, *, image_size: int, batch_size: int, train
         dataset = dataset.shuffle(len(index), seed=seed, reshuffle_each_iteration=True).repeat()
         dataset = dataset.skip(skip_batches * batch_size)
     dataset = dataset.batch(batch_size, drop_remainder=training)
-    dataset = dataset.map(lambda paths, labels: (load_batch(paths, image_size), labels),
+    dataset = dataset.map(lambda items, labels: (load(items), labels),
                           num_parallel_calls=tf.data.AUTOTUNE,
                           deterministic=deterministic or not training)
     if skip_unreadable:  # a file broken since indexing costs its batch, logged, not the run
@@ -49,6 +52,23 @@ def load_batch(paths, image_size: int):
     of every file (benchmarks/data_pipeline.py).
     """
     return decode_batch(paths, image_size, read=True)
+
+
+def record_loader(records: str, image_size: int):
+    """A function from a batch of record offsets to decoded images; a record that
+    cannot be read fails its batch with the record named."""
+    import tensorflow as tf
+    from pathlib import Path
+
+    from facekit.data.recordio import RecordFile
+
+    rec = RecordFile(Path(records))
+
+    def load(offsets):
+        encoded = tf.numpy_function(rec.images, [offsets], tf.string, stateful=False)
+        return decode_batch(tf.ensure_shape(encoded, offsets.shape), image_size)
+
+    return load
 
 
 def decode_batch(items, image_size: int, read: bool = False, sized_jpegs: bool = False):

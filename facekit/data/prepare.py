@@ -2,17 +2,20 @@
 
 DST/<identity>/<stem>.jpg, RGB, square, at the target size; optionally
 center-cropped first (aligned LFW-style 250x250 images have the face in the
-middle).  File stems are kept, so LFW pairs files still resolve.  Runs in
-parallel processes; unreadable files are skipped and reported.
+middle).  File stems are kept, so LFW pairs files still resolve.  An
+insightface ``train.rec`` folder is extracted to DST/<identity>/<identity>_<n>.jpg.
+Runs in parallel processes; unreadable files and records are skipped and reported.
 """
 
 from __future__ import annotations
 
+import io
 import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from facekit.errors import FacekitError
@@ -29,9 +32,16 @@ class PrepareReport:
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
 
 
-def convert_image(source: str, target: str, size: int, crop: int | None) -> str | None:
-    """Write one converted image; returns the reason it was skipped, or None."""
+def convert_image(source, target: str, size: int, crop: int | None) -> str | None:
+    """Write one converted image; returns the reason it was skipped, or None.
+
+    ``source`` is a file, or (``.rec`` file, byte offset) of an image record.
+    """
     try:
+        if isinstance(source, tuple):
+            from facekit.data.recordio import open_record_file
+
+            source = io.BytesIO(open_record_file(source[0]).image(source[1]))
         with Image.open(source) as image:
             image = image.convert("RGB")
             if crop:
@@ -52,11 +62,17 @@ def convert_image(source: str, target: str, size: int, crop: int | None) -> str 
 
 
 def _convert(job):
-    return job[0], convert_image(*job)
+    source = job[0]
+    name = source if isinstance(source, str) else f"{source[0]} record at byte {source[1]}"
+    return name, convert_image(*job)
 
 
 def plan_jobs(source: Path, destination: Path, size: int, crop: int | None):
-    """(source file, target file, size, crop) for every image, and the identity count."""
+    """(source, target file, size, crop) for every image, and the identities."""
+    from facekit.data.recordio import is_recordio
+
+    if is_recordio(source):
+        return _record_jobs(source, destination, size, crop)
     identities = sorted(e.name for e in os.scandir(source)
                         if e.is_dir() and not e.name.startswith("."))
     jobs = []
@@ -69,7 +85,21 @@ def plan_jobs(source: Path, destination: Path, size: int, crop: int | None):
             name = stem if stem not in taken else f"{stem}_{len(taken)}"
             taken.add(name)
             jobs.append((entry.path, str(destination / identity / f"{name}.jpg"), size, crop))
-    return jobs, identities
+    return jobs, identities, []
+
+
+def _record_jobs(source: Path, destination: Path, size: int, crop: int | None):
+    from facekit.data.index import load_recordio_index
+
+    index = load_recordio_index(source, verify=False)
+    numbers = np.zeros(len(index.classes), np.int64)
+    jobs = []
+    for offset, label in zip(index.paths.tolist(), index.labels.tolist()):
+        name = index.classes[label]
+        numbers[label] += 1
+        jobs.append(((index.records, offset),
+                     str(destination / name / f"{name}_{numbers[label]:04d}.jpg"), size, crop))
+    return jobs, list(index.classes), index.skipped
 
 
 def prepare_dataset(source, destination, size: int = 112, crop: int | None = None,
@@ -79,13 +109,13 @@ def prepare_dataset(source, destination, size: int = 112, crop: int | None = Non
         raise FacekitError(f"The source folder '{source}' does not exist.")
     if size < 16:
         raise FacekitError(f"--size must be at least 16 pixels, got {size}.")
-    jobs, identities = plan_jobs(source, destination, size, crop)
+    jobs, identities, unreadable = plan_jobs(source, destination, size, crop)
     if not jobs:
         raise FacekitError(f"'{source}' holds no images in identity sub-folders; expected "
                            "SRC/<identity>/<image>.")
     for identity in identities:
         (destination / identity).mkdir(parents=True, exist_ok=True)
-    report = PrepareReport(identities=len(identities))
+    report = PrepareReport(identities=len(identities), skipped=list(unreadable))
     with ProcessPoolExecutor(max_workers=workers or os.cpu_count()) as pool:
         results = pool.map(_convert, jobs, chunksize=64)
         if progress:

@@ -46,7 +46,7 @@ def pack(index: DatasetIndex, out, *, images_per_shard: int = 5000, image_size: 
         with tf.io.TFRecordWriter(str(out / name)) as writer:
             for position in chunk:
                 example = tf.train.Example(features=tf.train.Features(feature={
-                    "image": _bytes(_encoded_jpeg(index.paths[position], image_size)),
+                    "image": _bytes(_encoded_jpeg(index.encoded(position), image_size)),
                     "label": _int(int(index.labels[position])),
                 }))
                 writer.write(example.SerializeToString())
@@ -60,10 +60,9 @@ def pack(index: DatasetIndex, out, *, images_per_shard: int = 5000, image_size: 
     return meta
 
 
-def _encoded_jpeg(path: str, image_size: int) -> bytes:
+def _encoded_jpeg(data: bytes, image_size: int) -> bytes:
     import tensorflow as tf
 
-    data = Path(path).read_bytes()
     if data[:2] == b"\xff\xd8":
         shape = tf.image.extract_jpeg_shape(data).numpy()
         if tuple(shape[:2]) == (image_size, image_size) and shape[2] == 3:

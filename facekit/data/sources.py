@@ -103,6 +103,25 @@ class FolderSource(DataSource):
         return train, val
 
 
+class RecordIOSource(FolderSource):
+    """insightface's ``train.rec`` + ``train.idx`` (facekit.data.recordio), read without
+    MXNet; indexed, split and fed like a folder, each batch read from the memory map."""
+
+    @staticmethod
+    def accepts(path: Path) -> bool:
+        from facekit.data.recordio import is_recordio
+
+        return is_recordio(path)
+
+    def __init__(self, path: Path, **split):
+        from facekit.data.recordio import IDX_FILE, REC_FILE
+
+        DataSource.__init__(self, path, **split)
+        if not (path / IDX_FILE).is_file():
+            raise FacekitError(f"'{path / REC_FILE}' has no {IDX_FILE} beside it; copy the "
+                               "index that came with the .rec (key<TAB>offset per record).")
+
+
 class ShardSource(DataSource):
     """TFRecord shards written by ``facekit pack``; the validation split is a fixed
     pseudo-random subset of record ids, so it is the same on every worker and run."""
@@ -153,7 +172,7 @@ class ShardSource(DataSource):
         return train, val
 
 
-SOURCES = (ShardSource, FolderSource)  # the first that accepts a path reads it
+SOURCES = (ShardSource, RecordIOSource, FolderSource)  # the first that accepts a path reads it
 
 
 def open_source(path: str | Path, *, val_split: float, split_by: str, seed: int

@@ -1,4 +1,12 @@
-"""Export the basic (embedding) model for deployment."""
+"""Export the basic (embedding) model for deployment, with what a deployment needs to know.
+
+Beside the weights every export carries facekit's metadata (``metadata()``):
+the input convention, the embedding size, and the similarity thresholds
+``facekit eval`` measured.  Where it lives: ``assets.extra/facekit.json`` in a
+SavedModel folder, the ``facekit`` entry of an ONNX model's metadata_props,
+and ``<file>.json`` beside a ``.tflite`` (whose own metadata needs the
+tflite-support writer).
+"""
 
 from __future__ import annotations
 
@@ -35,4 +43,55 @@ def export_model(model_path, fmt: str, out) -> Path:
     size = int(model.input_shape[1])
     model(np.zeros((1, size, size, 3), "float32"))  # Keras exports only a called model
     model.export(str(out), format=_KERAS_FORMATS[fmt], verbose=False)
+    write_metadata(out, fmt, metadata(model_path, model))
     return out
+
+
+METADATA_FILE = "facekit.json"
+
+
+def metadata(model_path, model) -> dict:
+    """What an exported model's user needs besides the weights."""
+    from facekit import __version__
+    from facekit.eval.thresholds import INPUT_CONVENTION, read_thresholds
+
+    size = int(model.input_shape[1])
+    return {"facekit_version": __version__,
+            "input": {"shape": [None, size, size, 3], **INPUT_CONVENTION},
+            "output": {"embedding_size": int(model.output_shape[-1]),
+                       "compare": "L2-normalize, then cosine similarity"},
+            "thresholds": read_thresholds(model_path)}
+
+
+def write_metadata(out: Path, fmt: str, data: dict) -> None:
+    import json
+
+    text = json.dumps(data, indent=2)
+    if fmt == "savedmodel":
+        (out / "assets.extra").mkdir(exist_ok=True)
+        (out / "assets.extra" / METADATA_FILE).write_text(text + "\n")
+    elif fmt == "onnx":
+        import onnx
+
+        proto = onnx.load(str(out))
+        entry = next((p for p in proto.metadata_props if p.key == "facekit"), None) \
+            or proto.metadata_props.add()
+        entry.key, entry.value = "facekit", text
+        onnx.save(proto, str(out))
+    else:
+        out.with_name(out.name + ".json").write_text(text + "\n")
+
+
+def read_metadata(out, fmt: str) -> dict:
+    """The facekit metadata of an exported model (for tests and deployment code)."""
+    import json
+
+    out = Path(out)
+    if fmt == "savedmodel":
+        return json.loads((out / "assets.extra" / METADATA_FILE).read_text())
+    if fmt == "onnx":
+        import onnx
+
+        return json.loads(next(p.value for p in onnx.load(str(out)).metadata_props
+                               if p.key == "facekit"))
+    return json.loads(out.with_name(out.name + ".json").read_text())

@@ -10,6 +10,24 @@ import numpy as np
 from facekit.errors import FacekitError
 from facekit.eval.verification import VerificationResult, evaluate_embeddings
 
+# How the field names insightface's verification sets (by file stem).
+BIN_NAMES = {"lfw": "LFW", "cfp_fp": "CFP-FP", "cfp_ff": "CFP-FF", "agedb_30": "AgeDB-30",
+             "calfw": "CALFW", "cplfw": "CPLFW", "vgg2_fp": "VGG2-FP"}
+
+
+def bin_files(paths) -> list[Path]:
+    """The ``.bin`` files named, a folder standing for every ``.bin`` in it."""
+    files = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            found = sorted(path.glob("*.bin"))
+            if not found:
+                raise FacekitError(f"The folder '{path}' holds no .bin verification sets.")
+            files += found
+        else:
+            files.append(path)
+    return files
+
 
 @dataclass
 class VerificationSet:
@@ -22,6 +40,11 @@ class VerificationSet:
     issame: np.ndarray
     folds: int
     encoded: bool = False
+
+    @property
+    def title(self) -> str:
+        """The name tables show: the field's spelling for insightface's sets."""
+        return BIN_NAMES.get(self.name, self.name) if self.encoded else self.name
 
     @classmethod
     def from_pairs(cls, data_dir, pairs_file, name: str | None = None) -> "VerificationSet":
@@ -88,3 +111,15 @@ def evaluate_set(model, vset: VerificationSet, *, flip: bool = True, batch_size:
     result = evaluate_embeddings(embeddings[vset.first], embeddings[vset.second],
                                  vset.issame, folds)
     return result, pair_distances(embeddings[vset.first], embeddings[vset.second])
+
+
+def results_table(rows: list[tuple[str, VerificationResult]]) -> str:
+    """One line per set: pairs, accuracy ± std over folds, AUC, TAR at FAR 1e-3."""
+    width = max(12, *(len(name) + 2 for name, _ in rows))
+    lines = [f"{'set':<{width}}{'pairs':>7}{'accuracy':>19}{'AUC':>8}{'TAR@FAR=1e-3':>14}"]
+    for name, result in rows:
+        tar = result.tar_at_far.get("1e-03", {}).get("tar")
+        lines.append(f"{name:<{width}}{result.pairs:>7}{result.accuracy:>11.4f} ± "
+                     f"{result.accuracy_std:.4f}{result.auc:>8.4f}"
+                     f"{'' if tar is None else f'{tar:.4f}':>14}")
+    return "\n".join(lines)

@@ -1,0 +1,95 @@
+"""1:N identification: a gallery of known people, probes ranked against it.
+
+Each gallery identity is one template: the mean of its images' L2-normalized
+(flip-summed) embeddings, normalized again, as insightface pools the images
+of a template.  A probe's candidates are the identities in order of cosine
+similarity to their templates; rank-k accuracy counts the probes whose
+identity is among the first k.  Probes of people the gallery does not hold
+are listed but not counted.  Gallery embeddings are cached per model and
+gallery state, so searching again with new probes embeds only the probes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from facekit.eval.verification import l2_normalize
+
+RANKS = (1, 5)
+
+
+@dataclass
+class Gallery:
+    classes: list[str]
+    templates: np.ndarray  # (identities, dim), unit rows
+    images: int
+
+
+def gallery_cache_path(model_path, gallery: Path, flip: bool) -> Path:
+    """A cache file named by the model file's identity and the gallery's fingerprint."""
+    from facekit.data.demo import cache_dir
+    from facekit.data.index import fingerprint
+    from facekit.model.build import model_file
+
+    model_path = model_file(model_path).resolve()
+    stat = model_path.stat()
+    key = hashlib.sha1(f"{model_path} {stat.st_size} {stat.st_mtime_ns} {gallery.resolve()} "
+                       f"{fingerprint(gallery)} flip={flip}".encode()).hexdigest()[:20]
+    return cache_dir() / "gallery" / f"{key}.npz"
+
+
+def load_gallery(model, model_path, gallery: Path, *, batch_size: int = 64, flip: bool = True,
+                 use_cache: bool = True) -> tuple[Gallery, bool]:
+    """The gallery's templates, and whether they came from the cache."""
+    from facekit.data.index import load_index
+    from facekit.eval.embedding import embed_paths
+
+    cache = gallery_cache_path(model_path, gallery, flip)
+    if use_cache and cache.is_file():
+        with np.load(cache, allow_pickle=False) as stored:
+            return Gallery(stored["classes"].tolist(), stored["templates"],
+                           int(stored["images"])), True
+    index = load_index(gallery)
+    vectors = l2_normalize(embed_paths(model, index.paths, batch_size=batch_size, flip=flip))
+    templates = np.zeros((len(index.classes), vectors.shape[1]), np.float64)
+    np.add.at(templates, index.labels, vectors)
+    result = Gallery(list(index.classes), l2_normalize(templates).astype(np.float32),
+                     len(index))
+    if use_cache:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        temporary = cache.with_suffix(".tmp.npz")
+        np.savez(temporary, classes=np.array(result.classes), templates=result.templates,
+                 images=result.images)
+        temporary.replace(cache)
+    return result, False
+
+
+def rank_candidates(gallery: Gallery, probes: np.ndarray, top: int
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """(identity ids, similarities) of each probe's ``top`` best candidates, best first."""
+    similarity = l2_normalize(probes) @ gallery.templates.T
+    top = min(top, similarity.shape[1])
+    best = np.argsort(-similarity, axis=1, kind="stable")[:, :top]
+    return best, np.take_along_axis(similarity, best, axis=1)
+
+
+def true_ranks(gallery: Gallery, probes: np.ndarray, identities: list[str]) -> np.ndarray:
+    """The rank (1 = first) of each probe's own identity; 0 when the gallery lacks it."""
+    position = {name: i for i, name in enumerate(gallery.classes)}
+    similarity = l2_normalize(probes) @ gallery.templates.T
+    ranks = np.zeros(len(identities), np.int64)
+    for row, name in enumerate(identities):
+        if name in position:
+            own = similarity[row, position[name]]
+            ranks[row] = 1 + int(np.sum(similarity[row] > own))
+    return ranks
+
+
+def rank_accuracy(ranks: np.ndarray) -> dict[int, float]:
+    """Rank-k accuracy over the probes whose identity is in the gallery."""
+    enrolled = ranks[ranks > 0]
+    return {k: float(np.mean(enrolled <= k)) if len(enrolled) else float("nan") for k in RANKS}
