@@ -245,6 +245,11 @@ def evaluate(
     bins: Annotated[Optional[list[Path]], typer.Option(
         "--bin", help="insightface verification set (lfw.bin, cfp_fp.bin, agedb_30.bin), or a "
                       "folder of them; repeat for several.")] = None,
+    ijb: Annotated[Optional[Path], typer.Option(
+        help="IJB-B/IJB-C protocol folder (loose_crop/ and meta/): 1:1 verification of "
+             "templates, TAR at FAR 1e-6 ... 1e-1.")] = None,
+    detector_score: Annotated[bool, typer.Option(
+        help="IJB: weight each image by its detector score, as insightface does.")] = True,
     folds: Annotated[Optional[int], typer.Option(
         help="Number of folds. Default: the pairs file's, 10 for --bin and --auto-pairs.")]
         = None,
@@ -264,12 +269,15 @@ def evaluate(
 ):
     """Face verification accuracy with the standard K-fold protocol, one table for all sets;
     writes the similarity thresholds at FAR 1e-2, 1e-3, 1e-4 beside the model."""
-    sources = [pairs is not None, auto_pairs is not None, bool(bins)]
-    if sum(sources) != 1 or (not bins) == (data is None):
-        raise FacekitError("Give --data with --pairs or --auto-pairs, or --bin alone.")
+    sources = [pairs is not None, auto_pairs is not None, bool(bins), ijb is not None]
+    if sum(sources) != 1 or (pairs is None and auto_pairs is None) != (data is None):
+        raise FacekitError("Give --data with --pairs or --auto-pairs, or --bin or --ijb alone.")
     if folds is not None and folds < 2:
         raise FacekitError(f"--folds must be at least 2, got {folds}.")
     _quiet_tensorflow()
+    if ijb is not None:
+        _evaluate_ijb(model, ijb, detector_score, flip, batch_size, report, as_json)
+        return
     import numpy as np
 
     from facekit.eval.embedding import load_embedding_model
@@ -360,6 +368,23 @@ def embed(
         table["embedding"] = list(vectors.astype("float32"))
         table.to_parquet(out, index=False)
         typer.echo(f"Wrote {len(vectors)} embeddings to {out}")
+
+
+def _evaluate_ijb(model, folder: Path, detector_score: bool, flip: bool, batch_size: int,
+                  report: Optional[Path], as_json: bool) -> None:
+    from facekit.eval.embedding import load_embedding_model
+    from facekit.eval.ijb import IJBProtocol, evaluate_ijb, ijb_table
+
+    protocol = IJBProtocol.read(folder)  # before Keras loads: a bad folder is a quick error
+    from facekit.model.build import model_file
+
+    result = evaluate_ijb(load_embedding_model(model), protocol, detector_score=detector_score,
+                          flip=flip, batch_size=batch_size, progress=not as_json)
+    results = {"model": str(model_file(model)), "ijb": result}
+    report = report or model_file(model).parent / "eval.json"
+    report.write_text(json.dumps(results, indent=2) + "\n")
+    typer.echo(json.dumps(results, indent=2) if as_json else
+               f"\n{ijb_table(result)}\nresults: {report}")
 
 
 @app.command()
@@ -472,6 +497,10 @@ def prepare(
     crop: Annotated[Optional[int], typer.Option(
         help="Center-crop a square of this many source pixels first (e.g. 150 for aligned "
              "250x250 LFW images).")] = None,
+    landmarks: Annotated[Optional[Path], typer.Option(
+        help="Align each face to the ArcFace template by its 5 landmarks: a file of lines "
+             "'identity/image.jpg x1 y1 ... x5 y5' (eyes, nose, mouth corners; a trailing "
+             "score is ignored). Images it does not list are skipped.")] = None,
     workers: Annotated[Optional[int], typer.Option(
         help="Parallel processes. Default: one per CPU.")] = None,
 ):
@@ -479,7 +508,7 @@ def prepare(
     an insightface train.rec."""
     from facekit.data.prepare import prepare_dataset
 
-    report = prepare_dataset(source, destination, size, crop, workers)
+    report = prepare_dataset(source, destination, size, crop, workers, landmarks=landmarks)
     typer.echo(f"Wrote {report.written} images of {report.identities} identities to "
                f"{destination}; skipped {len(report.skipped)}.")
     for path, reason in report.skipped:

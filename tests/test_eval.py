@@ -262,7 +262,7 @@ def test_bad_best_by_and_eval_arguments(tiny_faces, tmp_path):
         facekit.train(data=str(tiny_faces), best_by="eval/lfw", output=str(tmp_path / "r"))
     result = run_facekit("eval", "--model", str(tmp_path), "--pairs", "p.txt")
     assert result.returncode == 2
-    assert "Give --data with --pairs or --auto-pairs, or --bin alone." in result.stderr
+    assert "Give --data with --pairs or --auto-pairs, or --bin or --ijb alone." in result.stderr
 
 
 class _Payload:

@@ -32,10 +32,12 @@ class PrepareReport:
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
 
 
-def convert_image(source, target: str, size: int, crop: int | None) -> str | None:
+def convert_image(source, target: str, size: int, crop: int | None,
+                  landmarks=None) -> str | None:
     """Write one converted image; returns the reason it was skipped, or None.
 
     ``source`` is a file, or (``.rec`` file, byte offset) of an image record.
+    With ``landmarks`` (5 points) the face is aligned to the ArcFace template.
     """
     try:
         if isinstance(source, tuple):
@@ -44,7 +46,11 @@ def convert_image(source, target: str, size: int, crop: int | None) -> str | Non
             source = io.BytesIO(open_record_file(source[0]).image(source[1]))
         with Image.open(source) as image:
             image = image.convert("RGB")
-            if crop:
+            if landmarks is not None:
+                from facekit.data.align import align_face
+
+                image = align_face(image, landmarks, size)
+            elif crop:
                 width, height = image.size
                 side = min(crop, width, height)
                 left, top = (width - side) // 2, (height - side) // 2
@@ -56,7 +62,8 @@ def convert_image(source, target: str, size: int, crop: int | None) -> str | Non
             if image.size != (size, size):
                 image = image.resize((size, size), Image.Resampling.LANCZOS)
             image.save(target, format="JPEG", quality=95)
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError,
+            np.linalg.LinAlgError) as exc:
         return f"{type(exc).__name__}: {exc}"
     return None
 
@@ -67,12 +74,17 @@ def _convert(job):
     return name, convert_image(*job)
 
 
-def plan_jobs(source: Path, destination: Path, size: int, crop: int | None):
-    """(source, target file, size, crop) for every image, and the identities."""
+def plan_jobs(source: Path, destination: Path, size: int, crop: int | None,
+              landmarks: dict | None = None):
+    """(source, target file, size, crop, landmarks) for every image, the identities, and
+    the images skipped before conversion (no landmarks for them)."""
     from facekit.data.recordio import is_recordio
 
     if is_recordio(source):
+        if landmarks is not None:
+            raise FacekitError("--landmarks needs an image folder; extract the .rec first.")
         return _record_jobs(source, destination, size, crop)
+    unmatched = []
     identities = sorted(e.name for e in os.scandir(source)
                         if e.is_dir() and not e.name.startswith("."))
     jobs = []
@@ -84,8 +96,15 @@ def plan_jobs(source: Path, destination: Path, size: int, crop: int | None):
             stem = Path(entry.name).stem
             name = stem if stem not in taken else f"{stem}_{len(taken)}"
             taken.add(name)
-            jobs.append((entry.path, str(destination / identity / f"{name}.jpg"), size, crop))
-    return jobs, identities, []
+            points = None
+            if landmarks is not None:
+                points = landmarks.get(f"{identity}/{entry.name}", landmarks.get(entry.name))
+                if points is None:
+                    unmatched.append((entry.path, "no landmarks for it in --landmarks"))
+                    continue
+            jobs.append((entry.path, str(destination / identity / f"{name}.jpg"), size, crop,
+                         points))
+    return jobs, identities, unmatched
 
 
 def _record_jobs(source: Path, destination: Path, size: int, crop: int | None):
@@ -98,18 +117,29 @@ def _record_jobs(source: Path, destination: Path, size: int, crop: int | None):
         name = index.classes[label]
         numbers[label] += 1
         jobs.append(((index.records, offset),
-                     str(destination / name / f"{name}_{numbers[label]:04d}.jpg"), size, crop))
+                     str(destination / name / f"{name}_{numbers[label]:04d}.jpg"), size, crop,
+                     None))
     return jobs, list(index.classes), index.skipped
 
 
 def prepare_dataset(source, destination, size: int = 112, crop: int | None = None,
-                    workers: int | None = None, progress: bool = True) -> PrepareReport:
+                    workers: int | None = None, progress: bool = True,
+                    landmarks=None) -> PrepareReport:
+    """Convert ``source`` into ``destination``; ``landmarks`` (a file, see
+    facekit.data.align.read_landmarks) aligns each listed image instead of cropping."""
     source, destination = Path(source), Path(destination)
+    if landmarks is not None:
+        if crop:
+            raise FacekitError("Give --crop or --landmarks, not both: aligned faces are not "
+                               "cropped.")
+        from facekit.data.align import read_landmarks
+
+        landmarks = read_landmarks(landmarks)
     if not source.is_dir():
         raise FacekitError(f"The source folder '{source}' does not exist.")
     if size < 16:
         raise FacekitError(f"--size must be at least 16 pixels, got {size}.")
-    jobs, identities, unreadable = plan_jobs(source, destination, size, crop)
+    jobs, identities, unreadable = plan_jobs(source, destination, size, crop, landmarks)
     if not jobs:
         raise FacekitError(f"'{source}' holds no images in identity sub-folders; expected "
                            "SRC/<identity>/<image>.")
