@@ -38,6 +38,7 @@ def _choices(name: str, values) -> type[Enum]:
 # The choices come from the modules that own them, so they cannot drift apart.
 Kind = _choices("Kind", KINDS)
 ExportFormat = _choices("ExportFormat", FORMATS)
+PackFormat = _choices("PackFormat", ("shards", "rec"))
 
 
 def _version(value: bool) -> None:
@@ -537,18 +538,27 @@ def pack(
     data: Annotated[Path, typer.Argument(
         help="Folder of identity sub-folders, or of an insightface train.rec.")],
     out: Annotated[Path, typer.Argument(help="Folder for the TFRecord shards.")],
+    format: Annotated[PackFormat, typer.Option(
+        help="shards: facekit's TFRecord shards; rec: insightface's train.rec/train.idx "
+             "(for arcface_torch and other MXNet-format readers).")] = "shards",
     images_per_shard: Annotated[int, typer.Option(help="Images in each shard.")] = 5000,
     image_size: Annotated[int, typer.Option(help="Images are stored at this size.")] = 112,
     seed: Annotated[int, typer.Option(help="Seed of the shuffled record order.")] = 0,
 ):
-    """Pack a data folder into TFRecord shards (train with --data OUT)."""
+    """Pack a data folder into TFRecord shards or an insightface .rec (train with --data OUT)."""
     if images_per_shard < 1:
         raise FacekitError(f"--images-per-shard must be at least 1, got {images_per_shard}.")
     _quiet_tensorflow()
     from facekit.data.index import load_index
     from facekit.data.shards import pack as pack_shards
+    from facekit.data.shards import pack_recordio
 
     dataset_index = load_index(data)
+    if PackFormat(format).value == "rec":
+        counts = pack_recordio(dataset_index, out, image_size=image_size)
+        typer.echo(f"\nWrote {counts['images']} images of {counts['classes']} identities to "
+                   f"{out / 'train.rec'}")
+        return
     meta = pack_shards(dataset_index, out, images_per_shard=images_per_shard,
                        image_size=image_size, seed=seed)
     typer.echo(f"\nPacked {meta['images']} images of {len(meta['classes'])} identities into "

@@ -110,18 +110,29 @@ def test_a_corrupt_record_is_skipped_and_named(rec_folder, tmp_path):
                                                       "no record starts here (wrong magic number)")]
 
 
-def test_a_truncated_rec_is_named(rec_folder, tmp_path):
+def test_a_record_longer_than_the_file_is_named(rec_folder, tmp_path):
     copy = tmp_path / "short"
+    copy.mkdir()
+    data = bytearray((rec_folder / "train.rec").read_bytes())
+    keys, offsets = recordio.read_idx(rec_folder / "train.idx")
+    data[offsets[39] + 4:offsets[39] + 8] = struct.pack("<I", len(data))  # past the end
+    (copy / "train.rec").write_bytes(bytes(data))
+    (copy / "train.idx").write_text((rec_folder / "train.idx").read_text())
+    scanned = recordio.scan_recordio(copy)
+    assert len(scanned.offsets) == 39
+    assert [name for name, _ in scanned.skipped] == ["train.rec record 39"]
+    assert "truncated" in scanned.skipped[0][1]
+
+
+def test_a_lost_header_record_is_one_sentence(rec_folder, tmp_path):
+    copy = tmp_path / "headless"
     copy.mkdir()
     data = (rec_folder / "train.rec").read_bytes()
     keys, offsets = recordio.read_idx(rec_folder / "train.idx")
-    (copy / "train.rec").write_bytes(data[:offsets[39] + 100])  # inside image record 39
+    (copy / "train.rec").write_bytes(data[:offsets[0] + 12])  # the writer puts it last
     (copy / "train.idx").write_text((rec_folder / "train.idx").read_text())
-    scanned = recordio.scan_recordio(copy)
-    assert len(scanned.offsets) == 38  # records 39 and 40 are gone
-    assert [name for name, _ in scanned.skipped] == ["train.rec record 39",
-                                                     "train.rec record 40"]
-    assert "truncated" in scanned.skipped[0][1]
+    with pytest.raises(FacekitError, match="does not match its index: .*truncated"):
+        recordio.scan_recordio(copy)
 
 
 @pytest.mark.parametrize("idx, message", [
@@ -148,7 +159,7 @@ def test_index_with_verify_skips_the_undecodable_record(rec_folder, tmp_path):
     assert len(index) == 38 and f"{bad / 'train.rec'} record at byte {garbled}" in names
 
 
-def test_train_pack_and_prepare_from_a_rec(rec_folder, tmp_path, tinynet_plugin):
+def test_train_pack_and_prepare_from_a_rec(rec_folder, tmp_path, tinynet_plugin, tiny_faces):
     import facekit
     from facekit.data.shards import read_meta
 
@@ -161,6 +172,13 @@ def test_train_pack_and_prepare_from_a_rec(rec_folder, tmp_path, tinynet_plugin)
                          "--image-size", "32")
     assert packed.returncode == 0, packed.stderr
     assert read_meta(tmp_path / "shards")["counts"] == [10] * 4
+
+    again = run_facekit("pack", str(tiny_faces), str(tmp_path / "rec2"), "--format", "rec",
+                        "--image-size", "32")
+    assert "Wrote 40 images of 4 identities" in again.stdout, again.stderr
+    repacked = load_index(tmp_path / "rec2", verify=False)
+    assert [repacked.encoded(i) for i in range(40)] == [image for _, image in
+                                                        _folder_images(tiny_faces)]
 
     prepared = run_facekit("prepare", str(rec_folder), str(tmp_path / "folders"), "--size",
                            "32")

@@ -157,28 +157,37 @@ def frame(payload: bytes) -> bytes:
 
 
 def write_recordio(folder, images, image_size: int = 112) -> dict:
-    """Write insightface's layout to ``folder``: ``images`` is (identity number, encoded
-    image) pairs grouped by identity.  Returns {"images": n, "classes": c}."""
+    """Write insightface's layout to ``folder``: ``images`` is an iterable of (identity
+    number, encoded image) grouped by identity, written as it comes.  The header record
+    (key 0) and the identity records follow the images in the file; readers find every
+    record through ``train.idx``.  Returns {"images": n, "classes": c}."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    images = [(int(identity), image) for identity, image in images]
+    if is_recordio(folder):
+        raise FacekitError(f"'{folder}' already holds a {REC_FILE}; choose another folder.")
     ranges: dict[int, list[int]] = {}
-    for key, (identity, _) in enumerate(images, start=1):
-        ranges.setdefault(identity, [key, key])[1] = key + 1
-    first_identity = len(images) + 1
-    records = [pack_record([float(first_identity), float(first_identity + len(ranges))])]
-    records += [pack_record(float(identity), image, key)
-                for key, (identity, image) in enumerate(images, start=1)]
-    records += [pack_record([float(v) for v in ranges[identity]], b"", key)
-                for key, identity in enumerate(ranges, start=first_identity)]
     lines = []
     with open(folder / REC_FILE, "wb") as rec:
-        for key, payload in enumerate(records):
-            lines.append(f"{key}\t{rec.tell()}\n")
+        def put(key, payload):
+            lines.append((key, rec.tell()))
             rec.write(frame(payload))
-    (folder / IDX_FILE).write_text("".join(lines))
+
+        key = 0
+        for key, (identity, image) in enumerate(images, start=1):
+            identity = int(identity)
+            if identity in ranges and ranges[identity][1] != key:
+                raise ValueError(f"identity {identity} comes back after another: group the "
+                                 "images by identity")
+            ranges.setdefault(identity, [key, key])[1] = key + 1
+            put(key, pack_record(float(identity), image, key))
+        first_identity = key + 1
+        for number, identity in enumerate(ranges):
+            put(first_identity + number,
+                pack_record([float(v) for v in ranges[identity]], b"", first_identity + number))
+        put(0, pack_record([float(first_identity), float(first_identity + len(ranges))]))
+    (folder / IDX_FILE).write_text("".join(f"{k}\t{o}\n" for k, o in sorted(lines)))
     (folder / PROPERTY_FILE).write_text(f"{len(ranges)},{image_size},{image_size}\n")
-    return {"images": len(images), "classes": len(ranges)}
+    return {"images": first_identity - 1, "classes": len(ranges)}
 
 
 @dataclass

@@ -60,6 +60,28 @@ def pack(index: DatasetIndex, out, *, images_per_shard: int = 5000, image_size: 
     return meta
 
 
+def pack_recordio(index: DatasetIndex, out, *, image_size: int = 112,
+                  progress: bool = True) -> dict:
+    """Write ``index`` in insightface's ``.rec`` layout (for arcface_torch and friends),
+    identities in class order, JPEGs of the right size stored as they are."""
+    import tensorflow as tf
+
+    from facekit.data.recordio import write_recordio
+
+    order = np.argsort(index.labels, kind="stable")
+    bar = tf.keras.utils.Progbar(len(index), unit_name="image") if progress else None
+
+    def images():
+        for position in order:
+            yield int(index.labels[position]), _encoded_jpeg(index.encoded(position), image_size)
+            if bar is not None:
+                bar.add(1)
+
+    counts = write_recordio(out, images(), image_size)
+    (Path(out) / "classes.json").write_text(json.dumps(index.classes, indent=1) + "\n")
+    return counts
+
+
 def _encoded_jpeg(data: bytes, image_size: int) -> bytes:
     import tensorflow as tf
 
