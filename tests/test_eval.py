@@ -67,11 +67,12 @@ def test_bin_set_gives_the_same_result_as_its_pairs(tmp_path, trained_run, tiny_
 
 
 def _bin_from_pairs(path, vset):
+    from facekit.eval.binfile import write_bin
+
     encoded = []
     for a, b in zip(vset.first, vset.second):
         encoded += [open(vset.images[a], "rb").read(), open(vset.images[b], "rb").read()]
-    with open(path, "wb") as f:
-        pickle.dump((encoded, vset.issame.tolist()), f, protocol=2)
+    write_bin(path, encoded, vset.issame)
 
 
 def test_eval_of_several_bins_prints_one_table_and_writes_thresholds(tmp_path, trained_run,

@@ -67,3 +67,13 @@ def read_bin(path: str | Path) -> tuple[list[bytes], np.ndarray]:
         raise refuse(f"it holds {len(images)} images for {len(flags)} pairs, not two per pair")
     return [bytes(image) if isinstance(image, (bytes, bytearray)) else image.tobytes()
             for image in images], flags.astype(bool)
+
+
+def write_bin(path: str | Path, images: list[bytes], issame) -> None:
+    """Write a verification set as insightface does: a pickle (protocol 2) of the
+    encoded images, two per pair, and the same-identity flags."""
+    flags = [bool(flag) for flag in issame]
+    if len(images) != 2 * len(flags):
+        raise ValueError(f"{len(images)} images for {len(flags)} pairs: two per pair")
+    with open(path, "wb") as f:
+        pickle.dump(([bytes(image) for image in images], flags), f, protocol=2)
