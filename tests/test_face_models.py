@@ -130,14 +130,14 @@ def test_face_models_load_in_a_fresh_process(tmp_path):
         keras.utils.clear_session()
         basic, _ = build_model(2, backbone, "normdense", neck=neck, image_size=48,
                                embedding_size=8, backbone_options=options)
-        np.save(tmp_path / f"{backbone}.npy", basic.predict(images, verbose=0))
+        np.save(tmp_path / f"{backbone}.npy", basic(images, training=False).numpy())
         basic.save(tmp_path / f"{backbone}.keras")
     script = textwrap.dedent(f"""
         import numpy as np, facekit
         images = np.load({str(tmp_path / 'images.npy')!r})
         for name in ("iresnet18", "mobilefacenet", "ghostfacenet"):
             model = facekit.load_model({str(tmp_path)!r} + f"/{{name}}.keras")
-            np.testing.assert_allclose(model.predict(images, verbose=0),
+            np.testing.assert_allclose(model(images, training=False).numpy(),
                                        np.load({str(tmp_path)!r} + f"/{{name}}.npy"),
                                        rtol=1e-5, atol=1e-5)
         print("identical")
