@@ -266,7 +266,8 @@ def evaluate(
         = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
     plot: Annotated[Optional[Path], typer.Option(
-        help="Write the ROC curve and distance histograms to this PNG (first set).")] = None,
+        help="Write the ROC curve and distance histograms to this PNG (first set; the ROC "
+             "on a log FAR axis for --ijb).")] = None,
 ):
     """Face verification accuracy with the standard K-fold protocol, one table for all sets;
     writes the similarity thresholds at FAR 1e-2, 1e-3, 1e-4 beside the model."""
@@ -277,7 +278,7 @@ def evaluate(
         raise FacekitError(f"--folds must be at least 2, got {folds}.")
     _quiet_tensorflow()
     if ijb is not None:
-        _evaluate_ijb(model, ijb, detector_score, flip, batch_size, report, as_json)
+        _evaluate_ijb(model, ijb, detector_score, flip, batch_size, report, as_json, plot)
         return
     import numpy as np
 
@@ -372,9 +373,9 @@ def embed(
 
 
 def _evaluate_ijb(model, folder: Path, detector_score: bool, flip: bool, batch_size: int,
-                  report: Optional[Path], as_json: bool) -> None:
+                  report: Optional[Path], as_json: bool, plot: Optional[Path]) -> None:
     from facekit.eval.embedding import load_embedding_model
-    from facekit.eval.ijb import IJBProtocol, evaluate_ijb, ijb_table
+    from facekit.eval.ijb import IJBProtocol, evaluate_ijb, ijb_table, plot_ijb_roc
 
     protocol = IJBProtocol.read(folder)  # before Keras loads: a bad folder is a quick error
     from facekit.model.build import model_file
@@ -384,8 +385,10 @@ def _evaluate_ijb(model, folder: Path, detector_score: bool, flip: bool, batch_s
     results = {"model": str(model_file(model)), "ijb": result}
     report = report or model_file(model).parent / "eval.json"
     report.write_text(json.dumps(results, indent=2) + "\n")
+    if plot:
+        plot_ijb_roc(result, plot)
     typer.echo(json.dumps(results, indent=2) if as_json else
-               f"\n{ijb_table(result)}\nresults: {report}")
+               f"\n{ijb_table(result)}\nresults: {report}" + (f"\nplot: {plot}" if plot else ""))
 
 
 @app.command()

@@ -153,6 +153,8 @@ def test_ijb_scores_pool_media_then_templates(tmp_path):
     # genuine 1.0 and 0.781 around the impostors' 0.866, 0.5 and 0: the ROC holds TAR 1/2
     # from FAR 0 to 1/3, so every target from 1e-6 to 1e-1 reads 1/2; AUC 1/3·1/2 + 2/3·1
     assert set(result["tar_at_far"].values()) == {0.5}
+    assert result["roc"]["far"][0] == pytest.approx(1e-6)
+    assert result["roc"]["tar"][0] == 0.5 and result["roc"]["tar"][-1] == 1.0
     assert result["auc"] == pytest.approx(5 / 6)
     unweighted = evaluate_ijb(_colour_model(), protocol, detector_score=False)
     assert unweighted["detector_score"] is False and unweighted["auc"] == pytest.approx(5 / 6)
@@ -163,8 +165,10 @@ def test_ijb_cli_and_a_broken_protocol(tmp_path):
     model = _colour_model()
     model.name = "basic_model"
     model.save(tmp_path / "basic_model.keras")
-    result = run_facekit("eval", "--model", str(tmp_path), "--ijb", str(tmp_path / "ijb"))
+    result = run_facekit("eval", "--model", str(tmp_path), "--ijb", str(tmp_path / "ijb"),
+                         "--plot", str(tmp_path / "roc.png"))
     assert result.returncode == 0, result.stderr[-2000:]
+    assert (tmp_path / "roc.png").read_bytes()[:4] == b"\x89PNG"
     assert "MINI 1:1 verification: 5 pairs of 5 templates (8 images)" in result.stdout
     report = json.loads((tmp_path / "eval.json").read_text())
     assert set(report["ijb"]["tar_at_far"]) == {"1e-06", "1e-05", "1e-04", "1e-03", "1e-02",

@@ -146,13 +146,18 @@ def pair_scores(ids: np.ndarray, features: np.ndarray, pairs: np.ndarray) -> np.
 
 
 def tar_at_fars(scores, issame, fars=IJB_FARS) -> dict[str, float]:
+    """{"1e-06": TAR, ...} at each target FAR (see ``tars_near``)."""
+    return {f"{far:.0e}": tar for far, tar in zip(fars, tars_near(scores, issame, fars))}
+
+
+def tars_near(scores, issame, fars) -> list[float]:
     """TAR at the ROC point whose FAR is nearest each target, the highest TAR among equally
     near points (insightface's reading: it searches the flipped curve)."""
     from facekit.eval.verification import roc_curve
 
     fpr, tpr = roc_curve(-np.asarray(scores, np.float64), issame)
     fpr, tpr = fpr[::-1], tpr[::-1]
-    return {f"{far:.0e}": float(tpr[int(np.argmin(np.abs(fpr - far)))]) for far in fars}
+    return [float(tpr[int(np.argmin(np.abs(fpr - far)))]) for far in fars]
 
 
 def evaluate_ijb(model, protocol: IJBProtocol, *, detector_score: bool = True,
@@ -170,7 +175,31 @@ def evaluate_ijb(model, protocol: IJBProtocol, *, detector_score: bool = True,
             "pairs": int(len(scores)), "same_pairs": int(protocol.issame.sum()),
             "detector_score": detector_score, "flip": flip,
             "tar_at_far": tar_at_fars(scores, protocol.issame),
-            "auc": roc_auc(-scores, protocol.issame)}
+            "auc": roc_auc(-scores, protocol.issame),
+            "roc": {"far": ROC_FARS.tolist(),
+                    "tar": tars_near(scores, protocol.issame, ROC_FARS)}}
+
+
+ROC_FARS = np.logspace(-6, 0, 61)  # the ROC as reported: TAR at 10 points a decade
+
+
+def plot_ijb_roc(result: dict, path) -> None:
+    """The ROC on a logarithmic FAR axis, as the IJB papers draw it, as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(6, 4.5))
+    axis.semilogx(result["roc"]["far"], result["roc"]["tar"],
+                  label=f"{result['set']} (AUC {result['auc']:.4f})")
+    axis.set(xlabel="false accept rate", ylabel="true accept rate", xlim=(1e-6, 1),
+             ylim=(0, 1), title=f"{result['set']} 1:1 verification")
+    axis.grid(True, which="both", alpha=0.3)
+    axis.legend(loc="lower right")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
 
 
 def ijb_table(result: dict) -> str:
