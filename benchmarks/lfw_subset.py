@@ -118,7 +118,7 @@ def main() -> int:
     untrained_model, _ = build_model(
         len(identities), config.backbone, "normdense", neck=config.neck,
         embedding_bn=config.embedding_bn, backbone_options=config.backbone_options,
-        neck_options=config.neck_options)
+        neck_options=config.neck_options, embedding_size=config.embedding_size)
     untrained, _ = evaluate_set(untrained_model, vset)
     rows += [("untrained network", untrained, None, None),
              ("raw pixels", raw_pixel_result(vset), None, None)]
