@@ -53,8 +53,7 @@ def main() -> int:
         facekit("pack", train, rec, "--format", "rec")
     run = args.work / f"rec-run-{args.epochs}"
     if not (run / "basic_model.keras").exists():
-        facekit("train", "--data", rec, "--epochs", args.epochs, "--output", run,
-                "--verbose", 2)
+        facekit("train", "--data", rec, "--epochs", args.epochs, "--output", run)
     model = args.model or run
 
     bins = args.work / "bins"
