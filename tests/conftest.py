@@ -55,6 +55,18 @@ def run_facekit(*args, env=None, timeout=300):
                           text=True, env=full_env, timeout=timeout)
 
 
+def invoke_facekit(*args):
+    """Run a facekit command in this process (no interpreter and TensorFlow start-up):
+    for tests that need a command's output, not its process; errors raise."""
+    from typer.testing import CliRunner
+
+    from facekit.cli import app
+
+    result = CliRunner().invoke(app, [str(arg) for arg in args], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result
+
+
 # Small, fast settings for training tests (with the tinynet_plugin fixture).
 TINY_TRAIN = dict(image_size=32, batch_size=8, epochs=1, steps_per_epoch=2,
                   embedding_size=16, backbone="tinynet", bn_recalibration_batches=2,

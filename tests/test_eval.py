@@ -13,7 +13,7 @@ import facekit
 from facekit.data.pipeline import make_dataset
 from facekit.data.index import scan_folder
 from facekit.eval.sets import VerificationSet, evaluate_set
-from tests.conftest import TINY_TRAIN, run_facekit
+from tests.conftest import TINY_TRAIN, invoke_facekit, run_facekit
 
 
 @pytest.fixture(scope="module")
@@ -146,7 +146,7 @@ def test_compare_and_identify(tmp_path, trained_run, tiny_faces):
     vectors = l2_normalize(embed_paths(model, [str(a), str(b)]))
     assert answer["similarity"] == pytest.approx(float(vectors[0] @ vectors[1]), abs=1e-5)
     assert answer["same"] is True  # every similarity is above -1
-    strict = run_facekit("compare", str(a), str(b), "--model", str(run_dir), "--far", "1e-4")
+    strict = invoke_facekit("compare", a, b, "--model", run_dir, "--far", "1e-4")
     assert "different people" in strict.stdout  # no cosine exceeds 1
 
     # Gallery: the first 5 images of each person; probes: the other 5, plus a stranger.
@@ -175,8 +175,8 @@ def test_compare_and_identify(tmp_path, trained_run, tiny_faces):
     assert enrolled["rank"].tolist() == expected_ranks.tolist()
     assert f"rank-1: {np.mean(expected_ranks <= 1):.4f}" in first.stdout
     assert table["match1"].tolist()[:20] == [names[i] for i in scores.argmax(axis=1)]
-    again = run_facekit("identify", "--gallery", str(gallery), "--probe", str(probes),
-                        "--model", str(run_dir), "--out", str(out), "--top", "3")
+    again = invoke_facekit("identify", "--gallery", gallery, "--probe", probes,
+                           "--model", run_dir, "--out", out, "--top", "3")
     assert "(cached embeddings)" in again.stdout and "(cached" not in first.stdout
     assert pd.read_csv(out).equals(table)
 

@@ -10,7 +10,7 @@ import pytest
 from facekit.data import recordio
 from facekit.data.index import load_index
 from facekit.errors import FacekitError
-from tests.conftest import TINY_TRAIN, run_facekit
+from tests.conftest import TINY_TRAIN, invoke_facekit, run_facekit
 
 
 def _folder_images(folder: Path):
@@ -173,8 +173,8 @@ def test_train_pack_and_prepare_from_a_rec(rec_folder, tmp_path, tinynet_plugin,
     assert packed.returncode == 0, packed.stderr
     assert read_meta(tmp_path / "shards")["counts"] == [10] * 4
 
-    again = run_facekit("pack", str(tiny_faces), str(tmp_path / "rec2"), "--format", "rec",
-                        "--image-size", "32")
+    again = invoke_facekit("pack", tiny_faces, tmp_path / "rec2", "--format", "rec",
+                           "--image-size", "32")
     assert "Wrote 40 images of 4 identities" in again.stdout, again.stderr
     repacked = load_index(tmp_path / "rec2", verify=False)
     assert [repacked.encoded(i) for i in range(40)] == [image for _, image in
