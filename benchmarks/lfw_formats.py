@@ -4,7 +4,7 @@ From the folders `benchmarks/lfw_subset.py` prepares (WORK/lfw112, WORK/train):
   1. `facekit pack WORK/train WORK/rec --format rec`: the training identities as an
      insightface train.rec, then `facekit train --data WORK/rec` (a short budget;
      `--epochs`), so training reads the .rec without MXNet;
-  2. the 1,800 LFW pairs as insightface .bin files, one per fold (WORK/bins), and
+  2. the 1,800 LFW pairs as insightface .bin files, all and one per fold (WORK/bins), and
      `facekit eval --bin WORK/bins` over all of them in one table (with --model);
   3. `facekit compare` on the first same-person and different-person pair;
   4. `facekit identify`: gallery = the first image of every pair identity with two
@@ -60,12 +60,19 @@ def main() -> int:
     vset = VerificationSet.from_pairs(prepared, args.pairs)
     if not bins.exists():
         bins.mkdir()
+        # Same and different pairs alternate, so each of eval's 10 folds (taken in file
+        # order) holds both; lfw.bin holds all 1,800 pairs, lfw_fold<k>.bin one LFW fold.
         per_fold = len(vset.issame) // vset.folds
-        for fold in range(vset.folds):
-            rows = range(fold * per_fold, (fold + 1) * per_fold)
-            images = [Path(vset.images[i]).read_bytes() for r in rows
+        folds = [list(range(k * per_fold, (k + 1) * per_fold)) for k in range(vset.folds)]
+        named = [("lfw", [r for rows in folds for r in rows])] + [
+            (f"lfw_fold{k + 1}", rows) for k, rows in enumerate(folds)]
+        for name, rows in named:
+            same = [r for r in rows if vset.issame[r]]
+            different = [r for r in rows if not vset.issame[r]]
+            order = [r for pair in zip(same, different) for r in pair]
+            images = [Path(vset.images[i]).read_bytes() for r in order
                       for i in (vset.first[r], vset.second[r])]
-            write_bin(bins / f"lfw_fold{fold + 1}.bin", images, vset.issame[list(rows)])
+            write_bin(bins / f"{name}.bin", images, vset.issame[order])
     facekit("eval", "--model", model, "--bin", bins, "--report", args.work / "bins.json")
 
     same = next(r for r in range(len(vset.issame)) if vset.issame[r])
