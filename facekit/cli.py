@@ -308,8 +308,10 @@ def evaluate(
         all_distances.append(distances)
     if plot:
         plot_verification(all_distances[0], vsets[0].issame, rows[0][1], plot)
-    thresholds = similarity_thresholds(np.concatenate(all_distances),
-                                       np.concatenate([v.issame for v in vsets]),
+    # A pair found in several sets (lfw.bin and a fold of it) counts once.
+    _, unique = np.unique(np.concatenate([v.pair_keys() for v in vsets]), return_index=True)
+    thresholds = similarity_thresholds(np.concatenate(all_distances)[unique],
+                                       np.concatenate([v.issame for v in vsets])[unique],
                                        [title for title, _ in rows])
     written = write_thresholds(model, thresholds)
     results = {"model": str(model_file(model)), "flip": flip,

@@ -41,6 +41,19 @@ class VerificationSet:
     folds: int
     encoded: bool = False
 
+    def pair_keys(self) -> np.ndarray:
+        """One key per pair, the same for the same two images in any set or order: the
+        images' content hashes (encoded sets) or real paths."""
+        import hashlib
+        import os
+
+        if self.encoded:
+            names = [hashlib.sha1(image).hexdigest() for image in self.images]
+        else:
+            names = [os.path.realpath(path) for path in self.images]
+        return np.array(["|".join(sorted((names[a], names[b])))
+                         for a, b in zip(self.first, self.second)])
+
     @property
     def title(self) -> str:
         """The name tables show: the field's spelling for insightface's sets."""
