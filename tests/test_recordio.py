@@ -185,3 +185,22 @@ def test_train_pack_and_prepare_from_a_rec(rec_folder, tmp_path, tinynet_plugin,
     assert prepared.returncode == 0, prepared.stderr
     assert sorted(p.name for p in (tmp_path / "folders" / "2").iterdir())[0] == "2_0001.jpg"
     assert len(list((tmp_path / "folders").glob("*/*.jpg"))) == 40
+
+
+def test_a_record_broken_after_indexing_costs_its_batch_not_the_run(rec_folder, tmp_path):
+    """Training skips (and logs, naming the record) a batch whose record went bad after
+    the index was built, as it does for an image file."""
+    from facekit.data.pipeline import make_dataset
+
+    copy = tmp_path / "later"
+    copy.mkdir()
+    for name in ("train.rec", "train.idx"):
+        (copy / name).write_bytes((rec_folder / name).read_bytes())
+    index = load_index(copy, use_cache=False, verify=False)
+    data = bytearray((copy / "train.rec").read_bytes())
+    data[int(index.paths[0]):int(index.paths[0]) + 4] = b"XXXX"  # after indexing
+    (copy / "train.rec").write_bytes(bytes(data))
+    batches = list(make_dataset(index, image_size=32, batch_size=10, training=False))
+    assert len(batches) == 3  # the first batch of four is dropped, the run goes on
+    assert sorted(np.concatenate([labels for _, labels in batches]).tolist()) == \
+        sorted(index.labels[10:].tolist())
