@@ -453,7 +453,8 @@ def identify(
 
     from facekit.data.index import load_index
     from facekit.eval.embedding import embed_paths, load_embedding_model
-    from facekit.eval.identify import load_gallery, rank_accuracy, rank_candidates, true_ranks
+    from facekit.eval.identify import (load_gallery, rank_accuracy, rank_candidates,
+                                       similarities, true_ranks)
 
     embedding_model = load_embedding_model(model)
     known, cached = load_gallery(embedding_model, model, gallery, batch_size=batch_size,
@@ -461,8 +462,9 @@ def identify(
     probes = load_index(probe)
     vectors = embed_paths(embedding_model, probes.paths, batch_size=batch_size, flip=flip)
     identities = [probes.classes[label] for label in probes.labels]
-    best, scores = rank_candidates(known, vectors, top)
-    ranks = true_ranks(known, vectors, identities)
+    similarity = similarities(known, vectors)
+    best, scores = rank_candidates(similarity, top)
+    ranks = true_ranks(known, similarity, identities)
     table = pd.DataFrame({"probe": probes.paths, "identity": identities,
                           "rank": pd.Series(ranks).where(ranks > 0).astype("Int64")})
     for k in range(best.shape[1]):

@@ -163,9 +163,9 @@ def verify_records(records: str, offsets) -> dict[int, str]:
     fail (unreadable records are found by the scan already)."""
     import tensorflow as tf
 
-    from facekit.data.recordio import RecordFile, RecordError
+    from facekit.data.recordio import RecordError, open_record_file
 
-    rec = RecordFile(Path(records))
+    rec = open_record_file(records)
 
     def read(offset):
         return rec.image(int(offset))

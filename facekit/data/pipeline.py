@@ -58,11 +58,10 @@ def record_loader(records: str, image_size: int):
     """A function from a batch of record offsets to decoded images; a record that
     cannot be read fails its batch with the record named."""
     import tensorflow as tf
-    from pathlib import Path
 
-    from facekit.data.recordio import RecordFile
+    from facekit.data.recordio import open_record_file
 
-    rec = RecordFile(Path(records))
+    rec = open_record_file(records)
 
     def load(offsets):
         encoded = tf.numpy_function(rec.images, [offsets], tf.string, stateful=False)

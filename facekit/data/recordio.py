@@ -114,9 +114,15 @@ class RecordFile:
         return np.array([self.image(int(offset)) for offset in offsets], dtype=object)
 
 
-@functools.lru_cache(maxsize=4)
 def open_record_file(path: str) -> RecordFile:
-    """A shared ``RecordFile`` per path (one memory map for many reads)."""
+    """A shared ``RecordFile`` per path (one memory map for many reads), mapped anew when
+    the file changes size or time."""
+    stat = Path(path).stat()
+    return _mapped(str(path), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=4)
+def _mapped(path: str, size: int, mtime_ns: int) -> RecordFile:
     return RecordFile(Path(path))
 
 
@@ -212,12 +218,12 @@ def scan_recordio(folder) -> RecordIndex:
     image_keys = keys
     if 0 in by_key:
         try:
-            labels0 = unpack(rec.payload(by_key[0]), "record 0")[0]
+            header = rec.payload(by_key[0])
+            labels0 = unpack(header, "record 0")[0]
         except RecordError as exc:
             raise FacekitError(f"'{folder / REC_FILE}' does not match its index: {exc}.") \
                 from None
-        flag0 = HEADER.unpack_from(rec.payload(by_key[0]))[0]
-        if flag0 > 0:  # insightface's header record: images are keys 1 .. a-1
+        if HEADER.unpack_from(header)[0] > 0:  # insightface's header record: images are keys 1 .. a-1
             first_identity = int(labels0[0])
             image_keys = keys[(keys >= 1) & (keys < first_identity)]
     skipped, kept_offsets, kept_labels = [], [], []

@@ -68,19 +68,21 @@ def load_gallery(model, model_path, gallery: Path, *, batch_size: int = 64, flip
     return result, False
 
 
-def rank_candidates(gallery: Gallery, probes: np.ndarray, top: int
-                    ) -> tuple[np.ndarray, np.ndarray]:
+def similarities(gallery: Gallery, probes: np.ndarray) -> np.ndarray:
+    """Cosine similarity of each probe (row) to each gallery identity (column)."""
+    return l2_normalize(probes) @ gallery.templates.T
+
+
+def rank_candidates(similarity: np.ndarray, top: int) -> tuple[np.ndarray, np.ndarray]:
     """(identity ids, similarities) of each probe's ``top`` best candidates, best first."""
-    similarity = l2_normalize(probes) @ gallery.templates.T
     top = min(top, similarity.shape[1])
     best = np.argsort(-similarity, axis=1, kind="stable")[:, :top]
     return best, np.take_along_axis(similarity, best, axis=1)
 
 
-def true_ranks(gallery: Gallery, probes: np.ndarray, identities: list[str]) -> np.ndarray:
+def true_ranks(gallery: Gallery, similarity: np.ndarray, identities: list[str]) -> np.ndarray:
     """The rank (1 = first) of each probe's own identity; 0 when the gallery lacks it."""
     position = {name: i for i, name in enumerate(gallery.classes)}
-    similarity = l2_normalize(probes) @ gallery.templates.T
     ranks = np.zeros(len(identities), np.int64)
     for row, name in enumerate(identities):
         if name in position:
