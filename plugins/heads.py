@@ -26,8 +26,22 @@ def subcenter_head(num_classes, append_norm=False, centers=3):
                               name="subcenter_norm_dense")
 
 
+def partial_fc_head(num_classes, append_norm=False, sample_rate=0.1,
+                    normalize_embedding=True):
+    """Partial FC: normdense's centers sharded over replicas, a sample_rate of them per step.
+
+    Every class of the batch is kept; the rest of each step's classes are drawn
+    uniformly.  For 10^5+ identities; docs/scale.md says when to switch.
+    """
+    from facekit.fit.partial_fc import PartialFC
+
+    return PartialFC(num_classes, sample_rate=sample_rate, append_norm=append_norm,
+                     normalize_embedding=normalize_embedding, name="partial_fc")
+
+
 @hookimpl
 def facekit_register_heads(register):
     register("softmax", softmax_head, outputs="logits")
     register("normdense", normdense_head, outputs=("cosine", "cosine+norm"))
     register("subcenter", subcenter_head, outputs=("cosine", "cosine+norm"))
+    register("partial-fc", partial_fc_head, outputs=("cosine", "cosine+norm"))

@@ -37,7 +37,7 @@ def plugin_modules(tmp_path, monkeypatch):
 def test_builtins_register_with_provider_and_options():
     registry = load_registry(builtin_entry_points())
     assert BUILTIN_BACKBONES <= set(registry.names("backbone"))
-    assert registry.names("head") == ["normdense", "softmax", "subcenter"]
+    assert registry.names("head") == ["normdense", "partial-fc", "softmax", "subcenter"]
     assert registry.names("loss") == [
         "adacos", "adaface", "arcface", "arcface-simple", "combined", "cosface",
         "curricularface", "elasticface-arc", "elasticface-cos", "magface", "softmax"]
@@ -70,7 +70,7 @@ def test_broken_plugin_is_reported_and_others_still_load(plugin_modules):
     errors = {p.provider.entry_point: p.error for p in registry.problems}
     assert "ModuleNotFoundError" in errors["missing"]
     assert "head registry exploded" in errors["raising_plugin"]
-    assert registry.names("head") == ["normdense", "softmax", "subcenter"]
+    assert registry.names("head") == ["normdense", "partial-fc", "softmax", "subcenter"]
 
 
 def test_duplicate_name_names_both_providers(plugin_modules):

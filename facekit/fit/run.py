@@ -189,7 +189,9 @@ class Run:
         same_state = set(state) == set(old_state.initial if old_state else {})
         width = classes + int(bool(stage.head.extra.get("append_norm")))
         keeps_head = stage.keeps_head and model is not None
-        if not (keeps_head and model.output_shape[-1] == width and same_state):
+        width_now = keeps_head and head_layer(model).compute_output_shape(
+            basic_model.output_shape)[-1]
+        if not (keeps_head and width_now == width and same_state):
             previous = model
             model = build_training_model(basic_model, classes, stage.head,
                                          augmentation=self.plan.augmentation,

@@ -92,12 +92,20 @@ def build_training_model(basic_model: keras.Model, num_classes: int, head, *,
     from facekit.data.augment import augmentation_layers
     from facekit.model.state import STATE_LAYER, LossState
 
+    layers = augmentation_layers(augmentation, seed) if augmentation else []
+    with dtype_policy("float32"):  # so is the head: the loss gets float32 scores
+        head_layer = head.build(num_classes)
+        if getattr(head_layer, "needs_labels", False):  # a sampled head (partial-fc)
+            from facekit.fit.partial_fc import PartialFCModel
+
+            return PartialFCModel(basic_model, head_layer, layers,
+                                  LossState(state, name=STATE_LAYER) if state else None)
     images = keras.Input(shape=basic_model.input_shape[1:], name="image")
     augmented = images
-    for layer in augmentation_layers(augmentation, seed) if augmentation else []:
+    for layer in layers:
         augmented = layer(augmented)
-    with dtype_policy("float32"):  # so is the head: the loss gets float32 scores
-        outputs = head.build(num_classes)(basic_model(augmented))
+    with dtype_policy("float32"):
+        outputs = head_layer(basic_model(augmented))
         if state:
             outputs = LossState(state, name=STATE_LAYER)(outputs)
     return keras.Model(images, outputs, name="face_model")
