@@ -152,8 +152,8 @@ class AdaCosLoss(StatefulLoss, _ClassificationLoss):
     def logits(self, targets, scores, norms=None):
         cosine = ops.clip(scores, -1.0 + COSINE_EPSILON, 1.0 - COSINE_EPSILON)
         if not self.dynamic:
-            return cosine * adacos_fixed_scale(scores.shape[-1])
-        scale = self.state_for(scores.shape[-1])["scale"]
+            return cosine * adacos_fixed_scale(self.num_classes or scores.shape[-1])
+        scale = self.state_for(self.num_classes or scores.shape[-1])["scale"]
         observed = ops.stop_gradient(cosine)
         b_avg = ops.sum((1.0 - targets) * ops.exp(scale * observed)) / ops.cast(
             ops.shape(observed)[0], "float32")

@@ -35,6 +35,8 @@ class _ClassificationLoss(keras.losses.Loss):
 
     label_smoothing = 0.0
     needs_norm = False
+    # The number of classes, when the scores cover a sample of them (partial-fc sets it).
+    num_classes = None
 
     def call(self, y_true, y_pred):
         scores = ops.cast(y_pred, "float32")

@@ -175,14 +175,14 @@ def test_a_loss_without_logits_is_refused():
         partial.compile(optimizer="adam", loss=keras.losses.MeanSquaredError())
 
 
-def test_train_with_partial_fc_on_one_device(tmp_path, tiny_faces, tinynet_plugin):
+def test_train_with_partial_fc_on_one_device_in_mixed_precision(tmp_path, tiny_faces, tinynet_plugin):
     import facekit
 
     run = tmp_path / "run"
     invoke_facekit("train", "--data", tiny_faces, "--output", run, "--backbone", "tinynet",
                    "--image-size", 32, "--batch-size", 8, "--epochs", 2,
                    "--steps-per-epoch", 2, "--embedding-size", 16, "--head", "partial-fc",
-                   "--head-opt", "sample_rate=0.2", "--loss", "cosface")
+                   "--head-opt", "sample_rate=0.2", "--loss", "cosface", "--mixed-precision")
     model = facekit.load_model(run / "model.keras", compile=True)  # with the row state
     head = model.get_layer("partial_fc")
     assert head.sample_rate == 0.2
@@ -261,3 +261,20 @@ def test_replicas_shards_and_resume_onto_more_devices(tmp_path, tiny_faces, tiny
         np.testing.assert_allclose(a, b, atol=0)
     assert three["iterations"] == 8 and np.isfinite(three["loss"]).all()
     assert len(resumed["run"]) == 1 and np.isfinite(resumed["run"]).all()
+
+
+def test_every_cosine_loss_trains_through_sampled_classes():
+    from facekit.registry import get_registry
+
+    registry = get_registry()
+    names = [name for name in registry.names("loss")
+             if registry.get("loss", name).expects in ("cosine", "cosine+norm")]
+    assert len(names) >= 10
+    x, y = _batch(size=8)
+    for name in names:
+        component = registry.get("loss", name)
+        partial, _ = _models(lambda: component.build(), rate=0.5)
+        first = partial.train_on_batch(x, y, return_dict=True)
+        second = partial.train_on_batch(x, y, return_dict=True)
+        assert np.isfinite([first["loss"], second["loss"]]).all(), name
+        assert second["loss"] < first["loss"], name

@@ -231,15 +231,20 @@ class PartialFC(keras.layers.Layer):
         return self.units * self.embedding_size
 
     # ---- a step ----------------------------------------------------------------
-    def sample(self, labels, batch: int, rate: float, step):
-        """This replica's sampled rows for a global batch of ``labels``: (row indices,
-        which are real classes, a (batch, K) mask of each sample's positive column)."""
+    def sample(self, labels, batch: int | None, rate: float, step):
+        """This replica's sampled rows for a global batch of ``labels`` (``batch``: its
+        static size, None if unknown): (row indices, which are real classes, a
+        (batch, K) mask of each sample's positive column)."""
         _, replica, replicas = _replica()
         start, size = shard_range(self.units, replicas, replica)
         local = labels - start
         held = tf.logical_and(local >= 0, local < size)
-        k = sample_size(self.units, replicas, batch, rate)
-        if k >= self.rows:
+        if batch is not None:
+            k = sample_size(self.units, replicas, batch, rate)
+        else:  # a last, smaller batch (validation): the same rule on its dynamic size
+            k = tf.minimum(self.rows, tf.maximum(int(np.ceil(rate * self.rows)),
+                                                 tf.shape(labels)[0]))
+        if isinstance(k, int) and k >= self.rows:
             index = tf.range(self.rows)
         else:  # every positive (score 2), then the others by a uniform draw; never padding
             seed = tf.stack([tf.cast(self.seed, tf.int64) + 1,
@@ -360,10 +365,11 @@ class PartialFCModel(keras.Model):
         if getattr(loss, "label_smoothing", 0.0):
             raise FacekitError("The partial-fc head does not apply label smoothing.")
         self.head.create_slots(self.optimizer)
-        if loss is not None:  # a stateful loss keeps its state in this model
+        if loss is not None:
             from facekit.model.state import bind_loss_state
 
-            bind_loss_state(self, loss)
+            loss.num_classes = self.head.units  # its scores cover a sample of the classes
+            bind_loss_state(self, loss)  # a stateful loss keeps its state in this model
 
     def get_compile_config(self):
         return super().get_compile_config()
@@ -382,9 +388,8 @@ class PartialFCModel(keras.Model):
         labels = tf.reshape(tf.cast(labels, tf.int32), (-1,))
         batch = labels.shape[0] * replicas if labels.shape[0] is not None else None
         all_labels = _all_gather(context, labels)
-        rate = self.head.sample_rate if training else 1.0
-        index, real, positive = self.head.sample(
-            all_labels, batch or self.head.units, rate, self.optimizer.iterations)
+        index, real, positive = self.head.sample(  # validation too: never all classes
+            all_labels, batch, self.head.sample_rate, self.optimizer.iterations)
         rows = tf.gather(self.head.kernel, index)
         with tf.GradientTape() as tape:
             tape.watch(rows)
@@ -396,8 +401,11 @@ class PartialFCModel(keras.Model):
         if training:
             weights = self.trainable_weights
             gradients = tape.gradient(scaled, weights + [rows])
-            unscale = self.optimizer.scale_loss(tf.constant(1.0))
-            self.head.apply_rows(index, gradients[-1] / unscale, self.optimizer)
+            rows_gradient = gradients[-1] / self.optimizer.scale_loss(tf.constant(1.0))
+            # a step the loss scaler skips (mixed float16 overflow) skips the rows too
+            tf.cond(tf.reduce_all(tf.math.is_finite(rows_gradient)),
+                    lambda: self.head.apply_rows(index, rows_gradient, self.optimizer),
+                    lambda: None)
             self.optimizer.apply_gradients(zip(gradients[:-1], weights))
         self._loss_tracker.update_state(loss)
         self.accuracy_tracker.update_state(hits)
