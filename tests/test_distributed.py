@@ -50,8 +50,12 @@ def _log(tmp_path, name, index):
 
 
 def test_two_workers_train_the_same_model_and_resume(tmp_path, tiny_faces, tinynet_plugin):
+    """With the partial-fc head, whose class centers are sharded over the workers'
+    replicas and gathered whole into each worker's checkpoint (the softmax head
+    trains on two workers in the next test)."""
     run = tmp_path / "run"
-    args = ["--data", str(tiny_faces), "--output", str(run), "--epochs", "2", *TINY_CLUSTER]
+    args = ["--data", str(tiny_faces), "--output", str(run), "--epochs", "2", *TINY_CLUSTER,
+            "--head", "partial-fc", "--head-opt", "sample_rate=0.5", "--loss", "arcface"]
     codes = _wait(_launch(tmp_path, args, tinynet_plugin, "train"), timeout=300)
     assert codes == [0, 0], _log(tmp_path, "train", 0)[-3000:] + _log(tmp_path, "train", 1)[-3000:]
     assert "over 2 workers" in _log(tmp_path, "train", 0)
@@ -59,9 +63,12 @@ def test_two_workers_train_the_same_model_and_resume(tmp_path, tiny_faces, tinyn
                  "training.png"):
         assert (run / name).is_file(), name
     assert not (run / "workers" / "1" / "history.csv").exists()  # only the chief writes it
-    chief = facekit.load_model(run / "model.keras").get_weights()
-    other = facekit.load_model(run / "workers" / "1" / "model.keras").get_weights()
-    assert all(np.array_equal(a, b) for a, b in zip(chief, other))  # BatchNorm too
+    chief, other = (facekit.load_model(folder / "model.keras", compile=True)
+                    for folder in (run, run / "workers" / "1"))
+    weights = [model.get_weights() + model.get_layer("partial_fc").get_weights()
+               for model in (chief, other)]
+    assert all(np.array_equal(a, b) for a, b in zip(*weights))  # BatchNorm and centers too
+    assert weights[0][-1].shape == (4, 16)  # the whole matrix, in each worker's checkpoint
 
     codes = _wait(_launch(tmp_path, ["--resume", str(run), "--epochs", "3"], tinynet_plugin,
                           "resume"), timeout=300)
