@@ -80,7 +80,7 @@ def test_train_rejects_bad_config_before_tensorflow(tiny_faces):
     (["--batch-size", "0"], "--batch-size must be at least 1, got 0."),
     (["--head", "softmax", "--loss", "adaface"],
      "outputs logits but the loss 'adaface' expects cosine+norm; use --head normdense or "
-     "--head subcenter with this loss."),
+     "--head partial-fc or --head subcenter with this loss."),
     (["--step-epochs", "3,x"], "--step-epochs takes whole numbers separated by commas"),
     (["--backbone", "vgg"], "Unknown backbone 'vgg'"),
     (["--neck", "max"], "Unknown neck 'max'; choose one of: e, f, flatten, gap, gdc, gnap"),
