@@ -62,16 +62,19 @@ def learning_rate(schedule: str, lr: float, *, steps_per_epoch: int, epochs: int
     return EpochWise(result, steps_per_epoch) if per_epoch else result
 
 
+# The Keras class of each optimizer name (partial-fc reads it back to update its rows).
+OPTIMIZER_CLASSES = {"adamax": keras.optimizers.Adamax, "adam": keras.optimizers.Adam,
+                     "adamw": keras.optimizers.AdamW, "sgd": keras.optimizers.SGD}
+
+
 def make_optimizer(name: str, learning_rate, weight_decay: float | None = None):
     """A Keras optimizer by name; SGD uses momentum 0.9."""
     kwargs = {"learning_rate": learning_rate}
     if weight_decay:
         kwargs["weight_decay"] = weight_decay
-    if name == "sgd":
-        return keras.optimizers.SGD(momentum=0.9, **kwargs)
-    classes = {"adamax": keras.optimizers.Adamax, "adam": keras.optimizers.Adam,
-               "adamw": keras.optimizers.AdamW}
-    if name not in classes:
+    if name not in OPTIMIZER_CLASSES:
         raise FacekitError(f"Unknown optimizer '{name}'; choose one of: "
                            f"{', '.join(OPTIMIZERS)}.")
-    return classes[name](**kwargs)
+    if name == "sgd":
+        kwargs["momentum"] = 0.9
+    return OPTIMIZER_CLASSES[name](**kwargs)

@@ -56,10 +56,11 @@ def sample_size(num_classes: int, replicas: int, batch: int, rate: float) -> int
 
 def optimizer_rule(optimizer) -> str:
     """The row-update rule that matches a Keras optimizer (inside a loss scaler)."""
+    from facekit.fit.optimizers import OPTIMIZER_CLASSES
+
     optimizer = getattr(optimizer, "inner_optimizer", optimizer)
-    for name, cls in (("adamw", keras.optimizers.AdamW), ("adam", keras.optimizers.Adam),
-                      ("adamax", keras.optimizers.Adamax), ("sgd", keras.optimizers.SGD)):
-        if isinstance(optimizer, cls):
+    for name, cls in OPTIMIZER_CLASSES.items():
+        if type(optimizer) is cls:  # exactly: AdamW is an Adam
             return name
     raise FacekitError(f"The partial-fc head updates its class centers itself and knows the "
                        f"optimizers {', '.join(ROW_SLOTS)}, not {type(optimizer).__name__}.")
