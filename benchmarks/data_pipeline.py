@@ -4,8 +4,8 @@ On one folder of 112x112 JPEGs (generated demo faces, and optionally the LFW
 subset after `facekit prepare`) it measures images/second after warm-up of
   (a) facekit's training pipeline (batch 128; flips run in the model),
   (a') the same with the flip done on the CPU in tf.data, for reference,
-  (b) facekit reading packed TFRecord shards (the training part of the default
-      5% validation split, as `facekit train` reads them),
+  (b) facekit reading packed TFRecord shards (the training part of a 5%
+      validation split, as `facekit train --val-split 0.05` reads them),
   (e) facekit reading the same images from an insightface train.rec/train.idx
       (written by facekit.data.recordio, read without MXNet, as `facekit train` does),
   (c) the design notes' baseline: tf_keras ImageDataGenerator(rescale=1/255,

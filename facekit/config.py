@@ -128,8 +128,8 @@ class TrainConfig:
                              check=at_least(32))
     batch_size: int = option(64, "Images per batch (the global batch on several devices).",
                              DATA, check=at_least(1))
-    val_split: float = option(0.05, "Fraction held out for validation.", DATA,
-                              check=fraction())
+    val_split: float = option(0.0, "Fraction held out for validation (0: every image trains).",
+                              DATA, check=fraction())
     split_by: str = option(
         "images", "Hold out images of every identity (closed-set classification) or whole "
         "identities (open-set: verification on the held-out people, logged as eval/val).",
@@ -140,13 +140,15 @@ class TrainConfig:
     backbone_options: dict = option(
         {}, "Backbone option KEY=VALUE, repeatable (e.g. alpha=0.5).", MODEL,
         flag="--backbone-opt", metavar="KEY=VALUE")
-    embedding_size: int = option(512, "Size of the embedding.", MODEL, check=at_least(1))
+    embedding_size: int = option(
+        128, "Size of the embedding (insightface's models, for large datasets: 512).", MODEL,
+        check=at_least(1))
     neck: str | None = option(
         None, "Neck from the backbone's feature map to the embedding (see list-plugins). "
         "Default: the neck the backbone names.", MODEL, metavar="NAME")
     neck_options: dict = option({}, "Neck option KEY=VALUE, repeatable.", MODEL,
                                 flag="--neck-opt", metavar="KEY=VALUE")
-    dropout: float = option(0.1, "Dropout in the neck, before its dense layer.", MODEL,
+    dropout: float = option(0.4, "Dropout in the neck, before its dense layer.", MODEL,
                             check=fraction())
     embedding_bn: bool = option(
         True, "A BatchNorm on the embedding (its scale fixed at 1), as insightface's models "
@@ -165,7 +167,7 @@ class TrainConfig:
     steps_per_epoch: int | None = option(
         None, "Batches per epoch. Default: one pass over the training images.",
         OPTIMIZATION, check=at_least(1))
-    optimizer: str = option("adamax", "Optimizer (SGD with momentum 0.9).", OPTIMIZATION,
+    optimizer: str = option("adam", "Optimizer (SGD with momentum 0.9).", OPTIMIZATION,
                             choices=OPTIMIZERS, stage=True)
     lr: float | None = option(None, "Learning rate. Default: 1e-3, 1e-2 for SGD.",
                               OPTIMIZATION, stage=True, check=positive())
@@ -191,7 +193,7 @@ class TrainConfig:
         check=at_least(0))
     # Augmentation
     augment: str = option(
-        "light", "Augmentation level: none, flip, light (flip, brightness/contrast 0.1, crop "
+        "strong", "Augmentation level: none, flip, light (flip, brightness/contrast 0.1, crop "
         "0.9) or strong (also saturation 0.2, crop 0.8, grayscale 0.1). Runs on the "
         "accelerator, never on validation data.", AUGMENTATION, choices=tuple(LEVELS))
     flip: bool | None = option(None, "Random horizontal flips (overrides --augment).",

@@ -264,7 +264,8 @@ def test_verification_during_training_picks_the_best_model(tmp_path, tiny_faces,
 def test_bad_best_by_and_eval_arguments(tiny_faces, tmp_path):
     with pytest.raises(facekit.FacekitError, match="best_by 'eval/lfw' is not logged.*"
                                                    "val_accuracy"):
-        facekit.train(data=str(tiny_faces), best_by="eval/lfw", output=str(tmp_path / "r"))
+        facekit.train(data=str(tiny_faces), best_by="eval/lfw", val_split=0.2,
+                      output=str(tmp_path / "r"))
     result = run_facekit("eval", "--model", str(tmp_path), "--pairs", "p.txt")
     assert result.returncode == 2
     assert "Give --data with --pairs or --auto-pairs, or --bin or --ijb alone." in result.stderr
