@@ -67,7 +67,8 @@ def invoke_facekit(*args):
     return result
 
 
-# Small, fast settings for training tests (with the tinynet_plugin fixture).
+# Small, fast settings for training tests (with the tinynet_plugin fixture); light
+# augmentation traces fewer ops than the default strong one (test_augment covers both).
 TINY_TRAIN = dict(image_size=32, batch_size=8, epochs=1, steps_per_epoch=2,
                   embedding_size=16, backbone="tinynet", bn_recalibration_batches=2,
-                  verbose=0)
+                  augment="light", verbose=0)

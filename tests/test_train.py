@@ -161,7 +161,7 @@ def test_split_by_identities_verifies_held_out_people(tmp_path, tinynet_plugin,
                                images_per_identity=6, size=32, seed=3)
     result = facekit.train(data=str(faces), output=str(tmp_path / "run"), head="softmax",
                            loss="softmax", split_by="identities", val_split=0.2,
-                           augment="strong", **{**TINY_TRAIN, "epochs": 2})
+                           **{**TINY_TRAIN, "augment": "strong", "epochs": 2})
     classes = json.loads((result.run_dir / "classes.json").read_text())
     assert len(classes) == 8  # two identities held out entirely
     assert len(result.history["eval/val"]) == 2 and "val_loss" not in result.history
