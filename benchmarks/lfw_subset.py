@@ -40,7 +40,7 @@ RECIPES = {
     "default": {},
     "previous-defaults": PREVIOUS_DEFAULTS,
     # The previous defaults with Adam and every image trained on (issue 11's first run).
-    "adam-all-images": {"augment": "light", "dropout": 0.1, "embedding_size": 512},
+    "adam-all-images": {**PREVIOUS_DEFAULTS, "optimizer": "adam", "val_split": 0.0},
     # CosFace (s = 64, m = 0.35) on the previous defaults' model and budget.
     "cosface": {**PREVIOUS_DEFAULTS, "head": "normdense", "loss": "cosface"},
     # Keras_insightface's own budget (issue 11): MobileNetV2 + GDC, softmax 15 epochs
