@@ -134,6 +134,11 @@ class TrainConfig:
         "images", "Hold out images of every identity (closed-set classification) or whole "
         "identities (open-set: verification on the held-out people, logged as eval/val).",
         DATA, choices=SPLITS)
+    class_balance: float = option(
+        0.0, "Sample training images with replacement, each with weight n**-POWER where n "
+        "is its identity's image count: 0 reads every image once per epoch, 1 gives every "
+        "identity the same share, 0.5 is between.", DATA, metavar="POWER",
+        check=fraction(high_open=False))
     seed: int = option(0, "Seed for the split, shuffling and weights.", DATA)
     # Model
     backbone: str = option("mobilenetv2", "Backbone name (see list-plugins).", MODEL)

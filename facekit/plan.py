@@ -140,7 +140,7 @@ def plan_run(config: TrainConfig | None = None, *, resume: str | Path | None = N
                           "every local GPU (choose them with CUDA_VISIBLE_DEVICES).")
     data = config.data or demo_dataset_dir()
     source = open_source(data, val_split=config.val_split, split_by=config.split_by,
-                         seed=config.seed)
+                         seed=config.seed, class_balance=config.class_balance)
     return RunPlan(config, backbone, neck, stages, config.augmentation(), source,
                    load_eval_sets(config), cluster,
                    Path(resume) if resume is not None else _run_dir(config.output), state)

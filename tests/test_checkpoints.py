@@ -29,13 +29,15 @@ def weights(path):
 
 
 # The stateful losses keep running statistics in the model (facekit.model.state):
-# a resume must restore them exactly too.
-@pytest.mark.parametrize("head,loss,options", [
-    ("softmax", "softmax", {}), ("normdense", "curricularface", {"scale": 16}),
-    ("normdense", "adaface", {"scale": 16}), ("normdense", "adacos", {"dynamic": True})])
+# a resume must restore them exactly too.  The softmax run also draws class-balanced
+# batches, whose stream a resume must continue as well.
+@pytest.mark.parametrize("head,loss,options,balance", [
+    ("softmax", "softmax", {}, 1.0), ("normdense", "curricularface", {"scale": 16}, 0.0),
+    ("normdense", "adaface", {"scale": 16}, 0.0), ("normdense", "adacos", {"dynamic": True}, 0.0)])
 def test_two_epochs_equal_one_epoch_plus_resume(tmp_path, tiny_faces, tinynet_plugin, head,
-                                                loss, options):
-    run = {**EXACT, "head": head, "loss": loss, "loss_options": options}
+                                                loss, options, balance):
+    run = {**EXACT, "head": head, "loss": loss, "loss_options": options,
+           "class_balance": balance}
     straight = facekit.train(data=str(tiny_faces), output=str(tmp_path / "a"),
                              **{**run, "epochs": 2})
     facekit.train(data=str(tiny_faces), output=str(tmp_path / "b"), **{**run, "epochs": 1})

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from facekit.data.pipeline import make_dataset
+from facekit.data.pipeline import make_dataset, sampling_weights
 from facekit.data.split import split_index
 from facekit.data.index import scan_folder
 from facekit.errors import FacekitError
@@ -90,3 +90,42 @@ def test_split_by_identities_holds_out_whole_people(tmp_path):
     assert split_identities(index, 0.2, seed=1)[1].classes == held.classes
     with pytest.raises(FacekitError, match="needs at least 4 identities"):
         split_identities(scan_folder(str(tmp_path / "[abc]" / "*.png")), 0.5, seed=0)
+
+
+@pytest.mark.parametrize("power", [0.0, 0.5, 1.0])
+def test_sampling_weights_give_each_identity_its_count_to_one_minus_power(power):
+    counts = np.array([7, 1, 3, 12])
+    labels = np.repeat(np.arange(4), counts)[np.random.default_rng(0).permutation(23)]
+    weights = sampling_weights(labels, power)
+    share = np.array([weights[labels == c].sum() for c in range(4)])
+    np.testing.assert_allclose(share, counts ** (1 - power) / np.sum(counts ** (1 - power)))
+    for c in range(4):  # images of one identity are drawn alike
+        assert np.ptp(weights[labels == c]) < 1e-15
+
+
+def test_class_balanced_stream_draws_identities_alike_and_resumes(tmp_path):
+    counts = {"a": 12, "b": 3, "c": 1}
+    for name, n in counts.items():
+        (tmp_path / name).mkdir()
+        for i in range(n):
+            Image.new("RGB", (8, 8), (10 * i, 0, 0)).save(tmp_path / name / f"{i}.png")
+    index = scan_folder(tmp_path)
+
+    def stream(**options):
+        dataset = make_dataset(index, image_size=8, batch_size=8, training=True, seed=3,
+                               class_balance=1.0, deterministic=True, **options)
+        return [(images.numpy(), labels.numpy()) for images, labels in dataset.take(60)]
+
+    batches = stream()
+    labels = np.concatenate([labels for _, labels in batches])
+    np.testing.assert_allclose(np.bincount(labels) / len(labels), [1 / 3] * 3, atol=0.05)
+    reds = {int(images[k, 0, 0, 0]) for images, labels in batches
+            for k in np.flatnonzero(labels == 0)}
+    assert reds == {10 * i for i in range(12)}  # every image of the large identity drawn
+    resumed = stream(skip_batches=5)
+    for (images, labels), (again, again_labels) in zip(batches[5:10], resumed):
+        np.testing.assert_array_equal(labels, again_labels)
+        np.testing.assert_array_equal(images, again)
+    shares = [np.concatenate([labels for _, labels in stream(num_workers=2, worker_index=w)])
+              for w in (0, 1)]
+    assert not np.array_equal(shares[0][:40], shares[1][:40])  # each worker its own stream

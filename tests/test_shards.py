@@ -74,6 +74,8 @@ def test_train_on_shards_with_a_validation_split(packed, tmp_path, tinynet_plugi
     assert json.loads((result.run_dir / "classes.json").read_text())[0] == "person_000"
     with pytest.raises(FacekitError, match="split_by identities is not available"):
         facekit.train(data=str(packed), split_by="identities", output=str(tmp_path / "r2"))
+    with pytest.raises(FacekitError, match="class_balance is not available for packed"):
+        facekit.train(data=str(packed), class_balance=1.0, output=str(tmp_path / "r3"))
 
 
 def test_pack_command(tmp_path, tiny_faces):

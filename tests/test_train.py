@@ -107,7 +107,7 @@ def test_cli_train_end_to_end(tmp_path, tiny_faces, tinynet_plugin):
                          "arcface", "--loss-opt", "scale=16", "--image-size", "32",
                          "--batch-size", "8", "--epochs", "1", "--steps-per-epoch", "2",
                          "--augment", "light", "--no-flip", "--neck", "gdc", "--neck-opt",
-                         "bn_momentum=0.8", "--no-embedding-bn",
+                         "bn_momentum=0.8", "--no-embedding-bn", "--class-balance", "0.5",
                          "--embedding-size", "16", "--output", str(tmp_path / "run"),
                          env={"PYTHONPATH": str(tinynet_plugin)})
     assert result.returncode == 0, result.stderr[-3000:]
@@ -117,6 +117,7 @@ def test_cli_train_end_to_end(tmp_path, tiny_faces, tinynet_plugin):
     assert (config["augment"], config["flip"]) == ("light", False)
     assert (config["neck"], config["neck_options"], config["embedding_bn"]) == (
         "gdc", {"bn_momentum": 0.8}, False)
+    assert config["class_balance"] == 0.5
     assert (tmp_path / "run" / "basic_model.keras").is_file()
 
 

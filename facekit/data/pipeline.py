@@ -12,7 +12,8 @@ from facekit.data.index import DatasetIndex
 
 def make_dataset(index: DatasetIndex, *, image_size: int, batch_size: int, training: bool,
                  seed: int = 0, skip_unreadable: bool = True, skip_batches: int = 0,
-                 deterministic: bool = False, num_workers: int = 1, worker_index: int = 0):
+                 deterministic: bool = False, num_workers: int = 1, worker_index: int = 0,
+                 class_balance: float = 0.0):
     """A batched, prefetched dataset of (uint8 images, int32 labels).
 
     Training data is shuffled each epoch, repeated and batched with a fixed
@@ -22,25 +23,65 @@ def make_dataset(index: DatasetIndex, *, image_size: int, batch_size: int, train
     continues a seeded training stream where a resumed run stopped, skipping
     file names, not decoded images.  With several workers each reads its own
     share of the files, ``worker_index::num_workers``.  An index of ``.rec`` records
-    reads each batch's records from the memory-mapped file.
+    reads each batch's records from the memory-mapped file.  A ``class_balance``
+    above 0 draws training batches with replacement instead (``balanced_batches``).
     """
     import tensorflow as tf
 
     load = (lambda paths: load_batch(paths, image_size)) if index.records is None else \
         record_loader(index.records, image_size)
-    dataset = tf.data.Dataset.from_tensor_slices((index.paths, index.labels))
-    if num_workers > 1:
-        dataset = dataset.shard(num_workers, worker_index)
-    if training:
-        dataset = dataset.shuffle(len(index), seed=seed, reshuffle_each_iteration=True).repeat()
-        dataset = dataset.skip(skip_batches * batch_size)
-    dataset = dataset.batch(batch_size, drop_remainder=training)
+    if training and class_balance:
+        dataset = balanced_batches(index.paths[worker_index::num_workers],
+                                   index.labels[worker_index::num_workers], class_balance,
+                                   batch_size=batch_size, seed=seed, skip_batches=skip_batches,
+                                   stream=worker_index)
+    else:
+        dataset = tf.data.Dataset.from_tensor_slices((index.paths, index.labels))
+        if num_workers > 1:
+            dataset = dataset.shard(num_workers, worker_index)
+        if training:
+            dataset = dataset.shuffle(len(index), seed=seed,
+                                      reshuffle_each_iteration=True).repeat()
+            dataset = dataset.skip(skip_batches * batch_size)
+        dataset = dataset.batch(batch_size, drop_remainder=training)
     dataset = dataset.map(lambda items, labels: (load(items), labels),
                           num_parallel_calls=tf.data.AUTOTUNE,
                           deterministic=deterministic or not training)
     if skip_unreadable:  # a file broken since indexing costs its batch, logged, not the run
         dataset = dataset.ignore_errors(log_warning=True)
     return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def sampling_weights(labels, power: float):
+    """Each image's probability of being drawn: its identity's image count to the power
+    ``-power``, normalized (0: every image alike; 1: every identity alike)."""
+    import numpy as np
+
+    labels = np.asarray(labels)
+    counts = np.bincount(labels)
+    weights = counts[labels].astype(np.float64) ** -power
+    return weights / weights.sum()
+
+
+def balanced_batches(items, labels, power: float, *, batch_size: int, seed: int,
+                     skip_batches: int = 0, stream: int = 0):
+    """An endless dataset of (items, labels) batches drawn with replacement by
+    ``sampling_weights``; batch k depends only on (seed, stream, k), so a resumed
+    run skips batches without drawing them, and each worker has its own stream."""
+    import numpy as np
+    import tensorflow as tf
+
+    cdf = np.cumsum(sampling_weights(labels, power))
+    cdf = tf.constant(cdf / cdf[-1])
+    items, labels, last = tf.constant(items), tf.constant(labels), len(labels) - 1
+
+    def draw(batch):
+        step_seed = tf.stack([tf.cast(seed, tf.int64), batch * 1024 + stream])
+        u = tf.random.stateless_uniform([batch_size], seed=step_seed, dtype=tf.float64)
+        picks = tf.minimum(tf.searchsorted(cdf, u, side="right"), last)
+        return tf.gather(items, picks), tf.gather(labels, picks)
+
+    return tf.data.Dataset.counter(start=skip_batches).map(draw)
 
 
 def load_batch(paths, image_size: int):

@@ -21,8 +21,10 @@ from facekit.errors import FacekitError
 class DataSource:
     """The interface every format implements; what ``load`` fills in is below."""
 
-    def __init__(self, path: Path, *, val_split: float, split_by: str, seed: int):
+    def __init__(self, path: Path, *, val_split: float, split_by: str, seed: int,
+                 class_balance: float = 0.0):
         self.path, self.val_split, self.split_by, self.seed = path, val_split, split_by, seed
+        self.class_balance = class_balance
         # Known once loaded:
         self.classes: list[str] = []
         self.train_images = self.val_images = 0
@@ -98,7 +100,8 @@ class FolderSource(DataSource):
         share = dict(image_size=image_size, batch_size=batch_size, num_workers=workers,
                      worker_index=worker)
         train = make_dataset(self.train, training=True, seed=seed, skip_batches=skip_batches,
-                             deterministic=deterministic, **share)
+                             deterministic=deterministic, class_balance=self.class_balance,
+                             **share)
         val = None if self.val is None else make_dataset(self.val, training=False, **share)
         return train, val
 
@@ -138,6 +141,10 @@ class ShardSource(DataSource):
             raise OptionError("{split_by} identities is not available for packed shards; use "
                               "{split_by} images, or evaluate held-out people with "
                               "{eval_pairs}/{eval_bins}.")
+        if self.class_balance:
+            raise OptionError("{class_balance} is not available for packed shards, which "
+                              "are read as a stream; train on the image folder or the "
+                              ".rec it was packed from.")
 
     def load(self) -> None:
         from facekit.data.shards import read_meta, record_bucket
@@ -175,9 +182,10 @@ class ShardSource(DataSource):
 SOURCES = (ShardSource, RecordIOSource, FolderSource)  # the first that accepts a path reads it
 
 
-def open_source(path: str | Path, *, val_split: float, split_by: str, seed: int
-                ) -> DataSource:
+def open_source(path: str | Path, *, val_split: float, split_by: str, seed: int,
+                class_balance: float = 0.0) -> DataSource:
     """The source that reads ``path``, checked for what it can be asked without TensorFlow."""
     path = Path(path)
     kind = next(source for source in SOURCES if source.accepts(path))
-    return kind(path, val_split=val_split, split_by=split_by, seed=seed)
+    return kind(path, val_split=val_split, split_by=split_by, seed=seed,
+                class_balance=class_balance)
