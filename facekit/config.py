@@ -219,6 +219,9 @@ class TrainConfig:
     grayscale: float | None = option(
         None, "Probability of turning an image gray (overrides --augment).", AUGMENTATION,
         check=fraction(high_open=False))
+    erasing: float | None = option(
+        None, "Probability of erasing a random rectangle (2-33% of the image) with noise "
+        "(overrides --augment).", AUGMENTATION, check=fraction(high_open=False))
     # Evaluation
     eval_pairs: list[str] = option(
         [], "Verification pairs file (LFW pairs.txt format) to run after each epoch; "
@@ -358,7 +361,8 @@ class TrainConfig:
 
         return resolve_augmentation(
             self.augment, flip=self.flip, brightness=self.brightness, contrast=self.contrast,
-            saturation=self.saturation, crop_scale=self.crop_scale, grayscale=self.grayscale)
+            saturation=self.saturation, crop_scale=self.crop_scale, grayscale=self.grayscale,
+            erasing=self.erasing)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -49,3 +49,17 @@ def test_training_model_flips_and_basic_model_has_no_augmentation():
     np.testing.assert_allclose(np.asarray(model(images, training=False)),
                                np.asarray(head(basic(images, training=False))), rtol=1e-5,
                                atol=1e-6)
+
+
+def test_random_erasing_replaces_one_rectangle_in_training_only():
+    images = np.full((8, 32, 32, 3), 128, "uint8")
+    [layer] = augmentation_layers(resolve_augmentation("none", erasing=1.0))
+    erased = np.asarray(layer(images, training=True), dtype="float32")
+    assert erased.min() >= 0 and erased.max() <= 255
+    changed = (erased != 128).any(axis=-1)
+    for mask in changed:  # one axis-aligned rectangle per image, 2-33% of its area
+        rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+        box = mask[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+        assert 0.5 * box.size <= mask.sum() and 0.01 <= box.size / mask.size <= 0.4
+    np.testing.assert_array_equal(np.asarray(layer(images, training=False)), images)
+    assert not augmentation_layers(resolve_augmentation("strong"))[-1].name.endswith("erasing")

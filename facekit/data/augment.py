@@ -19,6 +19,7 @@ class Augmentation:
     saturation: float = 0.0
     crop_scale: float = 1.0  # random crop-and-resize keeping at least this side fraction
     grayscale: float = 0.0  # probability
+    erasing: float = 0.0  # probability of erasing one random rectangle (Zhong et al. 2020)
 
     def is_identity(self) -> bool:
         return self == Augmentation(flip=False)
@@ -72,4 +73,8 @@ def augmentation_layers(augmentation: Augmentation, seed: int = 0) -> list:
     if augmentation.grayscale:
         layers.append(keras.layers.RandomGrayscale(
             augmentation.grayscale, seed=seed + 5, name="random_grayscale"))
+    if augmentation.erasing:  # a rectangle of 2-33% of the image, filled with noise
+        layers.append(keras.layers.RandomErasing(
+            (augmentation.erasing, augmentation.erasing), value_range=value_range,
+            seed=seed + 6, name="random_erasing"))
     return layers
