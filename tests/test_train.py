@@ -106,7 +106,7 @@ def test_cli_train_end_to_end(tmp_path, tiny_faces, tinynet_plugin):
                          "--backbone-opt", "width=8", "--head", "normdense", "--loss",
                          "arcface", "--loss-opt", "scale=16", "--image-size", "32",
                          "--batch-size", "8", "--epochs", "1", "--steps-per-epoch", "2",
-                         "--augment", "light", "--no-flip", "--neck", "gdc", "--neck-opt",
+                         "--augment", "light", "--no-flip", "--erasing", "0.5", "--neck", "gdc", "--neck-opt",
                          "bn_momentum=0.8", "--no-embedding-bn", "--class-balance", "0.5",
                          "--embedding-size", "16", "--output", str(tmp_path / "run"),
                          env={"PYTHONPATH": str(tinynet_plugin)})
@@ -114,7 +114,7 @@ def test_cli_train_end_to_end(tmp_path, tiny_faces, tinynet_plugin):
     config = read_config_file(tmp_path / "run" / "config.toml")
     assert config["backbone_options"] == {"width": 8}
     assert config["loss_options"] == {"scale": 16.0}
-    assert (config["augment"], config["flip"]) == ("light", False)
+    assert (config["augment"], config["flip"], config["erasing"]) == ("light", False, 0.5)
     assert (config["neck"], config["neck_options"], config["embedding_bn"]) == (
         "gdc", {"bn_momentum": 0.8}, False)
     assert config["class_balance"] == 0.5
