@@ -30,15 +30,12 @@ def make_dataset(index: DatasetIndex, *, image_size: int, batch_size: int, train
 
     load = (lambda paths: load_batch(paths, image_size)) if index.records is None else \
         record_loader(index.records, image_size)
+    paths, labels = index.paths[worker_index::num_workers], index.labels[worker_index::num_workers]
     if training and class_balance:
-        dataset = balanced_batches(index.paths[worker_index::num_workers],
-                                   index.labels[worker_index::num_workers], class_balance,
-                                   batch_size=batch_size, seed=seed, skip_batches=skip_batches,
-                                   stream=worker_index)
+        dataset = balanced_batches(paths, labels, class_balance, batch_size=batch_size,
+                                   seed=seed, skip_batches=skip_batches, stream=worker_index)
     else:
-        dataset = tf.data.Dataset.from_tensor_slices((index.paths, index.labels))
-        if num_workers > 1:
-            dataset = dataset.shard(num_workers, worker_index)
+        dataset = tf.data.Dataset.from_tensor_slices((paths, labels))
         if training:
             dataset = dataset.shuffle(len(index), seed=seed,
                                       reshuffle_each_iteration=True).repeat()
@@ -71,8 +68,7 @@ def balanced_batches(items, labels, power: float, *, batch_size: int, seed: int,
     import numpy as np
     import tensorflow as tf
 
-    cdf = np.cumsum(sampling_weights(labels, power))
-    cdf = tf.constant(cdf / cdf[-1])
+    cdf = tf.constant(np.cumsum(sampling_weights(labels, power)))
     items, labels, last = tf.constant(items), tf.constant(labels), len(labels) - 1
 
     def draw(batch):
