@@ -8,8 +8,8 @@ import typer.main
 
 import facekit
 from facekit.cli import app
-from facekit.config import (OPTIONS, PANELS, STAGE_KEYS, OptionError, TrainConfig,
-                            options_markdown, read_config_file)
+from facekit.config import (DEFAULT_LR, OPTIMIZERS, OPTIONS, PANELS, STAGE_KEYS, OptionError,
+                            TrainConfig, options_markdown, read_config_file)
 from tests.conftest import REPO, run_facekit
 
 
@@ -17,6 +17,13 @@ def test_docs_option_table_is_generated_from_the_declarations():
     written = (REPO / "docs" / "options.md").read_text()
     assert written == options_markdown(), (
         "docs/options.md is stale: python -m facekit.config > docs/options.md")
+
+
+def test_every_optimizer_has_a_default_learning_rate_that_the_help_states():
+    assert set(DEFAULT_LR) == set(OPTIMIZERS)
+    assert DEFAULT_LR["adam"] == 3e-3  # the measured default (docs/training.md)
+    for name, rate in DEFAULT_LR.items():
+        assert f"{rate:g} ({name})" in OPTIONS["lr"].spec.help
 
 
 def test_train_command_parameters_are_the_declared_options():

@@ -8,8 +8,6 @@ from facekit.errors import FacekitError
 
 from facekit.config import OPTIMIZERS, SCHEDULES
 
-DEFAULT_LR = {"adamax": 1e-3, "adam": 1e-3, "adamw": 1e-3, "sgd": 1e-2}
-
 
 @keras.saving.register_keras_serializable(package="facekit")
 class EpochWise(keras.optimizers.schedules.LearningRateSchedule):

@@ -12,7 +12,7 @@ import dataclasses
 import json
 import time
 
-from facekit.config import OptionError, write_config_file
+from facekit.config import DEFAULT_LR, OptionError, write_config_file
 from facekit.errors import FacekitError
 from facekit.fit import TrainResult
 from facekit.plan import CONFIG_FILE, RunPlan, StagePlan
@@ -205,7 +205,7 @@ class Run:
 
     def compile(self, model, stage: StagePlan, loss) -> None:
         from facekit.fit.metrics import ClassAccuracy
-        from facekit.fit.optimizers import DEFAULT_LR, learning_rate, make_optimizer
+        from facekit.fit.optimizers import learning_rate, make_optimizer
         from facekit.model.state import bind_loss_state
 
         c = stage.config
