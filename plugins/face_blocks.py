@@ -10,6 +10,7 @@ from __future__ import annotations
 import keras
 
 from facekit.errors import FacekitError
+from facekit_plugins.keras_layers import GroupConv2D
 
 # PyTorch's BatchNorm epsilon (its momentum 0.1 is the backbones' default
 # bn_momentum 0.9 in Keras terms).
@@ -36,11 +37,12 @@ def prelu(x, name: str):
 def conv(x, filters: int, kernel: int, name: str, strides: int = 1, groups: int = 1,
          use_bias: bool = False):
     """A convolution padded like PyTorch's ``padding=kernel // 2`` (symmetric, also at
-    stride 2, where Keras's "same" would pad one side only)."""
+    stride 2, where Keras's "same" would pad one side only); a grouped one is
+    computed as a depthwise convolution (``GroupConv2D``), fast on a CPU too."""
     x, padding = _torch_padding(x, kernel, strides, name)
-    return keras.layers.Conv2D(filters, kernel, strides=strides, padding=padding, groups=groups,
-                               use_bias=use_bias, kernel_initializer=KERNEL_INIT,
-                               name=name)(x)
+    layer = GroupConv2D if groups > 1 else keras.layers.Conv2D
+    return layer(filters, kernel, strides=strides, padding=padding, groups=groups,
+                 use_bias=use_bias, kernel_initializer=KERNEL_INIT, name=name)(x)
 
 
 def depthwise(x, kernel: int, name: str, strides: int = 1):

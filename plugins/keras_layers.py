@@ -111,3 +111,37 @@ class SubCenterNormDense(NormDense):
 
     def get_config(self):
         return {**super().get_config(), "centers": self.centers}
+
+
+@keras.saving.register_keras_serializable(package="facekit")
+class GroupConv2D(keras.layers.Conv2D):
+    """``Conv2D(groups=G)`` computed as a depthwise convolution and a sum per group.
+
+    Same kernel, options and output as the Keras layer, so weights move either
+    way; only the computation differs.  TensorFlow's CPU kernel for grouped
+    convolutions is about 700 times slower than a depthwise one on
+    MobileFaceNet's stem (docs/models.md); this keeps a model's speed the same
+    on a CPU and a GPU.  A group of ``k`` input and ``m`` output channels is a
+    depthwise convolution with ``m`` outputs per input channel whose ``k``
+    results per output are added up: the same ``kh * kw * k * m`` weights.
+    """
+
+    def convolution_op(self, inputs, kernel):
+        if self.groups == 1:
+            return super().convolution_op(inputs, kernel)
+        height, width, per_group, filters = kernel.shape
+        outputs_per_group = filters // self.groups
+        # Conv2D's kernel (kh, kw, k, G*m) -> depthwise (kh, kw, G*k, m): input channel g*k + i.
+        kernel = ops.reshape(kernel, (height, width, per_group, self.groups, outputs_per_group))
+        kernel = ops.reshape(ops.transpose(kernel, (0, 1, 3, 2, 4)),
+                             (height, width, self.groups * per_group, outputs_per_group))
+        x = ops.depthwise_conv(inputs, kernel, strides=self.strides, padding=self.padding,
+                               data_format=self.data_format, dilation_rate=self.dilation_rate)
+        # Depthwise output channel (g*k + i)*m + o  ->  sum over i  ->  channel g*m + o.
+        channels_last = self.data_format == "channels_last"
+        if not channels_last:
+            x = ops.moveaxis(x, 1, -1)
+        shape = ops.shape(x)
+        x = ops.reshape(x, (*shape[:-1], self.groups, per_group, outputs_per_group))
+        x = ops.reshape(ops.sum(x, axis=-2), (*shape[:-1], filters))
+        return x if channels_last else ops.moveaxis(x, -1, 1)

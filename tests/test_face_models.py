@@ -12,6 +12,7 @@ import pytest
 from facekit.config import TrainConfig
 from facekit.model.build import build_model
 from facekit.registry import get_registry
+from facekit_plugins.keras_layers import GroupConv2D
 
 # Parameters of the reference models at 112x112 with a 512-d embedding, counted as
 # PyTorch counts them (trainable weights, BatchNorm scale and shift).  IResNet and
@@ -58,7 +59,7 @@ def test_reference_feature_maps_and_necks():
                            backbone_options={"blocks": "1,1,1,1"})
     assert basic.get_layer("backbone").output.shape == (None, 7, 7, 512)
     stem2 = basic.get_layer("backbone").get_layer("stem2_conv")
-    assert stem2.groups == 64  # arcface_torch's grouped 3x3 convolution
+    assert isinstance(stem2, GroupConv2D) and stem2.groups == 64  # arcface_torch's conv2_dw
     assert basic.get_layer("neck").get_layer("gdc_dw").kernel_size == (7, 7)
     embedding = basic.get_layer("embedding")
     assert isinstance(embedding, keras.layers.BatchNormalization) and not embedding.scale
@@ -96,6 +97,38 @@ def test_one_training_step(backbone, neck, options):
     assert basic(images, training=False).shape == (4, 8)
 
 
+@pytest.mark.parametrize("groups,channels,filters,strides,padding,data_format", [
+    (4, 8, 12, 1, "same", "channels_last"),
+    (64, 128, 128, 2, "valid", "channels_last"),  # MobileFaceNet's stem: 2 in, 2 out
+    (2, 6, 4, 1, "same", "channels_first"),
+])
+def test_group_conv_equals_keras_grouped_conv(groups, channels, filters, strides, padding,
+                                              data_format):
+    import tensorflow as tf
+
+    shape = (2, 9, 9, channels) if data_format == "channels_last" else (2, channels, 9, 9)
+    x = tf.constant(np.random.default_rng(2).normal(size=shape).astype("float32"))
+    options = dict(filters=filters, kernel_size=3, strides=strides, padding=padding,
+                   groups=groups, use_bias=True, bias_initializer="random_normal")
+    fast, reference = GroupConv2D(**options, data_format=data_format), keras.layers.Conv2D(
+        **options, data_format="channels_last")
+    fast.build(shape)
+    reference.build((2, 9, 9, channels))
+    assert [w.shape for w in fast.weights] == [w.shape for w in reference.weights]
+    reference.set_weights(fast.get_weights())
+    to_last = (lambda t: t) if data_format == "channels_last" else (
+        lambda t: tf.transpose(t, (0, 2, 3, 1)))
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        y_fast, y_reference = to_last(fast(x)), reference(to_last(x))
+        fast_loss, reference_loss = tf.reduce_sum(y_fast ** 2), tf.reduce_sum(y_reference ** 2)
+    np.testing.assert_allclose(y_fast, y_reference, rtol=1e-4, atol=1e-4)
+    for fast_grad, reference_grad in zip(tape.gradient(fast_loss, [x, *fast.weights]),
+                                         tape.gradient(reference_loss, [x, *reference.weights])):
+        np.testing.assert_allclose(fast_grad, reference_grad, rtol=1e-3, atol=1e-3)
+    assert GroupConv2D.from_config(fast.get_config()).get_config() == fast.get_config()
+
+
 def test_norm_aware_pooling_matches_numpy():
     from facekit_plugins.keras_necks import NormAwarePooling
 
@@ -126,16 +159,20 @@ def test_configs_of_older_runs_read_pooling_as_the_neck():
 def test_face_models_load_in_a_fresh_process(tmp_path):
     images = np.random.default_rng(0).uniform(0, 255, (2, 48, 48, 3)).astype("float32")
     np.save(tmp_path / "images.npy", images)
-    for (backbone, options), neck in zip(SMALL_BACKBONES, ("gnap", None, "e")):
+    # The three small backbones, and MobileFaceNet's grouped stem (GroupConv2D).
+    models = {backbone: (backbone, options, neck) for (backbone, options), neck in
+              zip(SMALL_BACKBONES, ("gnap", None, "e"))}
+    models["grouped"] = ("mobilefacenet", {"blocks": "1,1,1,1", "features": 16}, None)
+    for name, (backbone, options, neck) in models.items():
         keras.utils.clear_session()
         basic, _ = build_model(2, backbone, "normdense", neck=neck, image_size=48,
                                embedding_size=8, backbone_options=options)
-        np.save(tmp_path / f"{backbone}.npy", basic(images, training=False).numpy())
-        basic.save(tmp_path / f"{backbone}.keras")
+        np.save(tmp_path / f"{name}.npy", basic(images, training=False).numpy())
+        basic.save(tmp_path / f"{name}.keras")
     script = textwrap.dedent(f"""
         import numpy as np, facekit
         images = np.load({str(tmp_path / 'images.npy')!r})
-        for name in ("iresnet18", "mobilefacenet", "ghostfacenet"):
+        for name in {list(models)!r}:
             model = facekit.load_model({str(tmp_path)!r} + f"/{{name}}.keras")
             np.testing.assert_allclose(model(images, training=False).numpy(),
                                        np.load({str(tmp_path)!r} + f"/{{name}}.npy"),
