@@ -36,7 +36,7 @@ PREVIOUS_DEFAULTS = {"optimizer": "adamax", "lr": 1e-3, "val_split": 0.05, "augm
 
 # What each recipe changes from facekit's defaults.
 RECIPES = {
-    # Softmax, Adam 3e-3, every image trained on, strong augmentation, dropout 0.4, 128-d.
+    # Softmax, Adam 5e-3, every image trained on, strong augmentation, dropout 0.4, 128-d.
     "default": {},
     "previous-defaults": PREVIOUS_DEFAULTS,
     # The previous defaults with Adam and every image trained on (issue 11's first run).
