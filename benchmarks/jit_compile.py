@@ -27,7 +27,7 @@ def images_per_second(jit_compile: bool, steps: int, batch_size: int, image_size
     import tensorflow as tf
 
     from facekit.model import build_model
-    from facekit.plan import resolve
+    from facekit.components import resolve
     from facekit.registry import get_registry
 
     keras.utils.set_random_seed(0)

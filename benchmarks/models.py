@@ -48,7 +48,7 @@ def training_speed(basic_model, steps: int, batch_size: int) -> float:
     import tensorflow as tf
 
     from facekit.model import build_training_model
-    from facekit.plan import resolve
+    from facekit.components import resolve
     from facekit.registry import get_registry
 
     classes = 100

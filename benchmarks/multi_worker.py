@@ -34,7 +34,7 @@ def run(workers: int, args, work: Path) -> float:
                "--batch-size", str(args.batch_size), "--steps-per-epoch", str(args.steps),
                "--epochs", str(args.epochs), "--val-split", "0", "--image-size",
                str(args.image_size), "--bn-recalibration", "0"]
-    from facekit.fit.distributed import loopback_tf_configs
+    from facekit.cluster import loopback_tf_configs
 
     configs = loopback_tf_configs(workers) if workers > 1 else [None]
     processes = []

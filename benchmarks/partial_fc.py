@@ -46,7 +46,7 @@ def measure(classes: int, head: str, rate: float, replicas: int, embedding_size:
 
     from facekit.fit.partial_fc import PartialFC, sample_size
     from facekit.model import build_training_model
-    from facekit.plan import resolve
+    from facekit.components import resolve
     from facekit.registry import get_registry
 
     keras.utils.set_random_seed(0)

@@ -92,7 +92,8 @@ def _train(context: typer.Context, config_file: Optional[Path], resume: Optional
 
     Every option is also a key of a --config run.toml file (docs/options.md).
     """
-    from facekit.config import OptionError, read_config_file
+    from facekit.config import read_config_file
+    from facekit.errors import OptionError
 
     # By name: recent Typer versions carry their own copy of click's ParameterSource.
     given = {name for name in values
@@ -117,7 +118,10 @@ def _train(context: typer.Context, config_file: Optional[Path], resume: Optional
         from facekit.plan import plan_run
 
         if resume is not None:  # the run's saved configuration; only --epochs may change
-            plan = plan_run(resume=resume, **{k: v for k, v in options.items() if k == "epochs"})
+            if config_file is not None:
+                raise FacekitError("Give --resume RUN or --config FILE, not both: a resumed "
+                                   "run keeps its own config.toml.")
+            plan = plan_run(resume=resume, **options)
         else:
             plan = plan_run(TrainConfig.from_dict(from_file), **options)
         _quiet_tensorflow()
@@ -132,7 +136,7 @@ def _train(context: typer.Context, config_file: Optional[Path], resume: Optional
 
 def _from_command_line(name: str, value):
     """A command-line value as the option's own type."""
-    from facekit.config import OptionError
+    from facekit.errors import OptionError
 
     option = OPTIONS[name]
     if isinstance(value, Enum):
@@ -207,8 +211,8 @@ def _train_command():
                   default=typer.Option(
                       None, rich_help_panel=LOGS, metavar="RUN",
                       help="Continue the run in this folder from its last checkpoint, with its "
-                           "saved configuration (--epochs may raise the total); other options "
-                           "are ignored.")),
+                           "saved configuration; only --epochs may be given with it, to raise "
+                           "the total.")),
     ]
     for panel in PANELS:
         parameters += [parameter for option in OPTIONS.values()
@@ -296,7 +300,7 @@ def evaluate(
         vsets = [VerificationSet.auto(data, auto_pairs, folds or 10, seed, pairs_out)]
         if not as_json:
             typer.echo(f"pairs written to {pairs_out}")
-    from facekit.model.build import model_file  # imports Keras: after the sets are read
+    from facekit.run_folder import model_file  # imports Keras: after the sets are read
 
     embedding_model = load_embedding_model(model)
     rows, all_distances = [], []
@@ -380,7 +384,7 @@ def _evaluate_ijb(model, folder: Path, detector_score: bool, flip: bool, batch_s
     from facekit.eval.ijb import IJBProtocol, evaluate_ijb, ijb_table, plot_ijb_roc
 
     protocol = IJBProtocol.read(folder)  # before Keras loads: a bad folder is a quick error
-    from facekit.model.build import model_file
+    from facekit.run_folder import model_file
 
     result = evaluate_ijb(load_embedding_model(model), protocol, detector_score=detector_score,
                           flip=flip, batch_size=batch_size, progress=not as_json)

@@ -15,17 +15,17 @@ the command line, ``batch_size`` in a TOML file or a Python call (see
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
-import string
 import types
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from facekit.data.augment import LEVELS
-from facekit.errors import FacekitError
+from facekit.data.augment import LEVELS, Augmentation
+from facekit.declare import (Check, OptionSpec, at_least, comma_ints, fraction, option,
+                             positive)
+from facekit.errors import FacekitError, OptionError
 
 # Each optimizer's default learning rate: Adam's 5e-3 measured best on the LFW subset
 # (docs/training.md); the others are Keras'.
@@ -37,86 +37,16 @@ SPLITS = ("images", "identities")
 FROZEN = ("none", "backbone", "basic_model")
 CLUSTERS = ("auto", "slurm", "none")  # where a multi-worker cluster is described
 
+# Options whose default follows from another option (facekit.plan.with_rules writes
+# them out): the rate from the optimizer, the head from the loss, the augmentation
+# switches from the level.
+DERIVED = {"optimizer": ("lr",), "loss": ("head",),
+           "augment": tuple(field.name for field in dataclasses.fields(Augmentation))}
+
 # The help panels of ``facekit train --help``, in order.
 DATA, MODEL, OPTIMIZATION, AUGMENTATION, EVALUATION, LOGS, HARDWARE, STAGES = PANELS = (
     "Data", "Model", "Optimization and schedule", "Augmentation", "Evaluation",
     "Checkpoints and logs", "Hardware and cluster", "Stages")
-
-
-class OptionError(FacekitError):
-    """A bad option value; ``{name}`` fields in the template are option names.
-
-    Its message spells them as TOML keys and Python arguments do;
-    :meth:`respelled` spells them another way (the CLI's ``--flags``).
-    """
-
-    def __init__(self, template: str, **values):
-        self.template, self.values = template, values
-        self.names = [name for _, name, _, _ in string.Formatter().parse(template)
-                      if name and name not in values]
-        super().__init__(self.render(lambda name: name))
-
-    def render(self, spell: Callable[[str], str]) -> str:
-        return self.template.format(**{name: spell(name) for name in self.names},
-                                    **self.values)
-
-    def respelled(self, spell: Callable[[str], str]) -> FacekitError:
-        return FacekitError(self.render(spell))
-
-
-@dataclass(frozen=True)
-class Check:
-    """A rule a value must follow, and how to say it: ``{option} must be at least 1``."""
-
-    test: Callable[[Any], bool]
-    rule: str
-
-
-def at_least(low) -> Check:
-    return Check(lambda value: value >= low, f"must be at least {low}")
-
-
-def positive() -> Check:
-    return Check(lambda value: value > 0, "must be positive")
-
-
-def fraction(low_open: bool = False, high_open: bool = True) -> Check:
-    """A value in [0, 1) by default; ``low_open``/``high_open`` exclude the ends."""
-    low, high = "(" if low_open else "[", ")" if high_open else "]"
-    return Check(lambda value: (0 < value if low_open else 0 <= value)
-                 and (value < 1 if high_open else value <= 1),
-                 f"must be in {low}0, 1{high}")
-
-
-def comma_ints(text: str) -> list[int]:
-    """``10,15`` -> [10, 15] (the command-line form of a list of epochs)."""
-    try:
-        return [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise ValueError("whole numbers separated by commas, e.g. 10,15") from None
-
-
-@dataclass(frozen=True)
-class OptionSpec:
-    """Everything about one option except its name, type and default (the field's)."""
-
-    help: str
-    panel: str
-    choices: tuple[str, ...] | None = None
-    flag: str | None = None  # the CLI flag; None: --name-with-dashes
-    cli: bool = True  # False: only in run.toml files and Python calls
-    stage: bool = False  # whether a [[stages]] table may set it
-    check: Check | None = None
-    from_text: Callable[[str], Any] | None = None  # the CLI gives text, not the type
-    metavar: str | None = None
-
-
-def option(default, help: str, panel: str, **spec) -> Any:
-    """A TrainConfig field declared with everything facekit derives from it."""
-    metadata = {"facekit": OptionSpec(help, panel, **spec)}
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda: type(default)(default), metadata=metadata)
-    return field(default=default, metadata=metadata)
 
 
 @dataclass
@@ -353,8 +283,15 @@ class TrainConfig:
     def with_overrides(self, **options) -> "TrainConfig":
         """Options given on the command line (or to ``facekit.train``) win everywhere:
         at the top level and in this configuration's stages.  New ``stages`` given
-        with them are taken as written, the other options being their defaults."""
+        with them are taken as written, the other options being their defaults.
+
+        An option that decides other options' defaults (``DERIVED``) resets them unless
+        they are given too: ``--config RUN/config.toml --optimizer sgd`` trains at SGD's
+        default rate, not at the rate the file recorded for Adam."""
         unknown_options(options)
+        for deciding, derived in DERIVED.items():  # --optimizer sgd: with SGD's own rate
+            if deciding in options:
+                options = {**{key: None for key in derived}, **options}
         if "stages" in options:
             return dataclasses.replace(self, **options)
         staged = {key: value for key, value in options.items() if key in STAGE_KEYS}
@@ -478,8 +415,7 @@ def _checked_value(option: Declared, value):
     if spec.choices and value not in spec.choices:
         raise OptionError("{%s} must be one of {choices}, got '{value}'." % option.name,
                           choices=", ".join(spec.choices), value=value)
-    if spec.check and isinstance(value, (int, float)) and (
-            math.isnan(value) or not spec.check.test(value)):
+    if spec.check and isinstance(value, (int, float)) and not spec.check.accepts(value):
         raise OptionError("{%s} %s, got {value}." % (option.name, spec.check.rule),
                           value=value)
     return value
@@ -542,19 +478,19 @@ def options_markdown() -> str:
     for panel in PANELS:
         lines += [f"## {panel}", "", "| key | flag | default | stage | what |",
                   "|---|---|---|---|---|"]
-        for option in OPTIONS.values():
-            if option.spec.panel != panel:
+        for entry in OPTIONS.values():
+            if entry.spec.panel != panel:
                 continue
-            default = ("" if option.default in (None, [], {})
-                       else f"`{json.dumps(option.default)}`")
-            if option.spec.choices:
-                default += " of " + ", ".join(f"`{c}`" for c in option.spec.choices)
-            flag = f"`{option.flag}`" if option.flag else "(file only)"
-            if option.negated_flag:
-                flag += f", `{option.negated_flag}`"
-            what = option.spec.help.replace("<", "&lt;").replace("|", "\\|")
-            lines.append(f"| `{option.name}` | {flag} | {default} | "
-                         f"{'yes' if option.spec.stage else ''} | {what} |")
+            default = ("" if entry.default in (None, [], {})
+                       else f"`{json.dumps(entry.default)}`")
+            if entry.spec.choices:
+                default += " of " + ", ".join(f"`{c}`" for c in entry.spec.choices)
+            flag = f"`{entry.flag}`" if entry.flag else "(file only)"
+            if entry.negated_flag:
+                flag += f", `{entry.negated_flag}`"
+            what = entry.spec.help.replace("<", "&lt;").replace("|", "\\|")
+            lines.append(f"| `{entry.name}` | {flag} | {default} | "
+                         f"{'yes' if entry.spec.stage else ''} | {what} |")
         lines.append("")
     lines += ["Only on the command line: `--config FILE` (a run.toml file; options typed on "
               "the command line override it, in every stage) and `--resume RUN`.", ""]

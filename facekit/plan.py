@@ -15,40 +15,20 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from facekit.config import OptionError, TrainConfig, read_config_file
-from facekit.errors import FacekitError
-from facekit.options import parse_options
-from facekit.registry import Component, Registry, get_registry
+from facekit.cluster import find_cluster
+from facekit.components import Resolved, parse_options, resolve, resolve_neck
+from facekit.config import DEFAULT_LR, TrainConfig, read_config_file
+from facekit.data.demo import demo_dataset_dir
+from facekit.data.sources import open_source
+from facekit.errors import FacekitError, OptionError
+from facekit.registry import Registry, get_registry
+from facekit.run_folder import RunFolder, RunState
+
+# What ``--resume`` may change: the run's total epochs.  Everything else is the run's own.
+RESUMABLE = ("epochs",)
 
 # The head a run gets when it names none: the one that gives its loss what it expects.
 DEFAULT_HEADS = {"logits": "softmax", "cosine": "normdense", "cosine+norm": "normdense"}
-CONFIG_FILE = "config.toml"  # the resolved configuration: facekit train --config RUN/config.toml
-
-
-@dataclass(frozen=True)
-class Resolved:
-    """A component with its options typed: what a model or loss is built from."""
-
-    component: Component
-    options: dict
-    extra: dict = dataclasses.field(default_factory=dict)  # reserved arguments facekit sets
-
-    @property
-    def name(self) -> str:
-        return self.component.name
-
-    def build(self, *args):
-        return self.component.build(*args, **self.extra, **self.options)
-
-
-def resolve(registry: Registry, kind: str, name: str, options) -> Resolved:
-    component = registry.get(kind, name)
-    return Resolved(component, parse_options(component, options))
-
-
-def resolve_neck(registry: Registry, backbone: Resolved, name: str | None, options) -> Resolved:
-    """The neck ``name``, or without one the neck the backbone names."""
-    return resolve(registry, "neck", name or backbone.component.neck or "gap", options)
 
 
 @dataclass(frozen=True)
@@ -80,7 +60,11 @@ class RunPlan:
     eval_sets: list  # verification sets named by the options
     cluster: object  # a facekit.fit.distributed.Cluster, or None to train alone
     run_dir: Path
-    resume: dict | None = None  # the checkpoint state a resumed run continues from
+    resume: RunState | None = None  # the checkpoint state a resumed run continues from
+
+    @property
+    def run(self) -> RunFolder:
+        return RunFolder(self.run_dir)
 
     @property
     def total_epochs(self) -> int:
@@ -99,11 +83,28 @@ class RunPlan:
 def plan_run(config: TrainConfig | None = None, *, resume: str | Path | None = None,
              registry: Registry | None = None, **options) -> RunPlan:
     """Resolve a configuration (``options`` override it, in every stage too), or the
-    saved one of the run folder ``resume``, into a RunPlan."""
-    from facekit.data.demo import demo_dataset_dir
-    from facekit.data.sources import open_source
-    from facekit.fit.distributed import find_cluster
+    saved one of the run folder ``resume``, into a RunPlan.
 
+    Every default that follows a rule (the learning rate of the optimizer, the head a
+    loss takes, the augmentation a level stands for, the neck a backbone names) is made
+    explicit in ``RunPlan.config``, which the run writes to ``RUN/config.toml``: so
+    ``--config RUN/config.toml`` repeats the run even after facekit's defaults change.
+
+    Args:
+        config: the configuration (default: ``TrainConfig()``, facekit's defaults).
+        resume: a run folder to continue; ``options`` may then only raise ``epochs``.
+        registry: the components to choose from (default: the installed plugins).
+        **options: ``TrainConfig`` fields that override ``config``, in every stage too.
+
+    Returns:
+        The RunPlan that ``facekit.fit.run.fit`` trains.  Nothing is written and
+        TensorFlow is not imported.
+
+    Examples:
+        >>> plan = plan_run(data="faces/", loss="cosface")
+        >>> plan.config.head, plan.config.lr
+        ('normdense', 0.005)
+    """
     state = None
     if resume is not None:
         config, state = _resume_config(Path(resume), options)
@@ -114,6 +115,7 @@ def plan_run(config: TrainConfig | None = None, *, resume: str | Path | None = N
         raise FacekitError("--tensorboard needs the tensorboard package (TensorFlow no longer "
                            "ships it): pip install 'facekit[tensorboard]'.")
     registry = registry or get_registry()
+    config = with_rules(config, registry)
     backbone = resolve(registry, "backbone", config.backbone, config.backbone_options)
     neck = resolve_neck(registry, backbone, config.neck, config.neck_options)
     config = dataclasses.replace(config, neck=neck.name)  # the run records the neck it uses
@@ -130,8 +132,8 @@ def plan_run(config: TrainConfig | None = None, *, resume: str | Path | None = N
         previous = stages[-1]
     typed = {}
     if not config.stages:  # with stages, the top-level head and loss are only what stages
-        head, loss = _head_and_loss(registry, config)  # inherit, checked in each above
-        typed = {"head_options": head.options, "loss_options": loss.options}
+        typed = {"head_options": stages[-1].head.options,  # inherit, checked in each above
+                 "loss_options": stages[-1].loss.options}
     config = dataclasses.replace(config, backbone_options=backbone.options,
                                  neck_options=neck.options, **typed)
     cluster = find_cluster(config.cluster)
@@ -144,6 +146,24 @@ def plan_run(config: TrainConfig | None = None, *, resume: str | Path | None = N
     return RunPlan(config, backbone, neck, stages, config.augmentation(), source,
                    load_eval_sets(config), cluster,
                    Path(resume) if resume is not None else _run_dir(config.output), state)
+
+
+def with_rules(config: TrainConfig, registry: Registry) -> TrainConfig:
+    """``config`` with every default-by-rule written out, at the top and in each stage:
+    the optimizer's learning rate, the head its loss takes, the augmentation its level
+    stands for."""
+    def explicit(c: TrainConfig) -> dict:
+        filled = {}
+        if c.lr is None:
+            filled["lr"] = DEFAULT_LR[c.optimizer]
+        if c.head is None:
+            filled["head"] = DEFAULT_HEADS[registry.get("loss", c.loss).expects]
+        return filled
+
+    stages = [{**stage, **explicit(dataclasses.replace(config, stages=[], **stage))}
+              for stage in config.stages]
+    augmentation = dataclasses.asdict(config.augmentation())
+    return dataclasses.replace(config, **explicit(config), **augmentation, stages=stages)
 
 
 def _head_and_loss(registry: Registry, config: TrainConfig) -> tuple[Resolved, Resolved]:
@@ -162,23 +182,30 @@ def _head_and_loss(registry: Registry, config: TrainConfig) -> tuple[Resolved, R
             Resolved(loss, parse_options(loss, config.loss_options)))
 
 
-def _resume_config(run_dir: Path, options: dict) -> tuple[TrainConfig, dict]:
-    from facekit.fit.checkpoints import read_state
-
-    if not (run_dir / CONFIG_FILE).is_file():
-        raise FacekitError(f"'{run_dir}' is not a facekit run folder (no {CONFIG_FILE}).")
-    state = read_state(run_dir)
+def _resume_config(run_dir: Path, options: dict) -> tuple[TrainConfig, RunState]:
+    run = RunFolder(run_dir)
+    if not run.config.is_file():
+        raise FacekitError(f"'{run_dir}' is not a facekit run folder (no {run.config.name}).")
+    state = run.read_state()
     if state is None:
         raise FacekitError(f"'{run_dir}' has no checkpoint yet (no epoch finished); start "
                            "the run again instead of resuming it.")
-    saved = TrainConfig.from_dict(read_config_file(run_dir / CONFIG_FILE))
+    if not run.checkpoint(state.checkpoint).is_file():
+        raise FacekitError(f"'{run.state_file}' names the checkpoint {state.checkpoint}, "
+                           f"which is not in {run.checkpoints}.")
+    refused = sorted(set(options) - set(RESUMABLE))
+    if refused:
+        raise OptionError("{%s} cannot change when a run resumes: it continues with the "
+                          "options in {file} (only {epochs} may raise its total); start a "
+                          "new run to change it." % refused[0], file=run.config)
+    saved = TrainConfig.from_dict(read_config_file(run.config))
     if saved.stages and "epochs" in options:
         raise OptionError("{epochs} cannot change a run with stages on resume; each stage "
-                          "keeps its epochs (see {file}).", file=run_dir / CONFIG_FILE)
+                          "keeps its epochs (see {file}).", file=run.config)
     config = saved.with_overrides(**options, output=str(run_dir))
-    if state["epoch"] >= config.total_epochs:
+    if state.epoch >= config.total_epochs:
         raise OptionError("'{run}' has already trained {done} epoch(s); pass {epochs} with "
-                          "more than {done} to continue.", run=run_dir, done=state["epoch"])
+                          "more than {done} to continue.", run=run_dir, done=state.epoch)
     return config, state
 
 
@@ -202,7 +229,7 @@ def _run_dir(output: str | None) -> Path:
     if run_dir.exists() and not run_dir.is_dir():
         raise OptionError("{output} '{path}' is a file; pass a folder (it is created if "
                           "missing).", path=run_dir)
-    if (run_dir / "model.keras").exists():
+    if RunFolder(run_dir).is_trained():
         raise OptionError("The run folder '{path}' already holds a trained model; pass "
                           "another {output} folder.", path=run_dir)
     return run_dir

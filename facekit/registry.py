@@ -16,6 +16,7 @@ from typing import Any, Callable
 import pluggy
 
 from facekit import hookspecs
+from facekit.declare import Check
 from facekit.errors import FacekitError
 
 ENTRY_POINT_GROUP = "facekit"
@@ -70,6 +71,7 @@ class Component:
     outputs: tuple[str, ...] = ()  # heads: the SCORE_KINDS it can output
     expects: str | None = None  # losses: the SCORE_KINDS it needs
     neck: str | None = None  # backbones: the neck its reference ends with
+    checks: dict[str, Check] = field(default_factory=dict)  # option name -> its range
 
     def build(self, *args, **options):
         """Call the factory (this is where Keras gets imported)."""
@@ -172,7 +174,7 @@ def _summary(factory: Callable, summary: str | None) -> str:
 def _make_register(kind: str, provider: Provider, registry: Registry) -> Callable:
     def register(name: str, factory: Callable, *, summary: str | None = None,
                  outputs: str | tuple[str, ...] = (), expects: str | None = None,
-                 neck: str | None = None) -> None:
+                 neck: str | None = None, checks: dict[str, Check] | None = None) -> None:
         outputs = (outputs,) if isinstance(outputs, str) else tuple(outputs)
         if kind == "head" and (not outputs or not set(outputs) <= set(SCORE_KINDS)):
             raise ValueError(f"head '{name}' must declare outputs= one or more of {SCORE_KINDS}")
@@ -181,10 +183,15 @@ def _make_register(kind: str, provider: Provider, registry: Registry) -> Callabl
         if neck is not None and kind != "backbone":
             raise ValueError(f"only a backbone declares neck= (its default neck), not {kind} "
                              f"'{name}'")
+        options = factory_options(kind, factory)
+        unknown = sorted(set(checks or {}) - set(options))
+        if unknown:
+            raise ValueError(f"{kind} '{name}' declares checks for {', '.join(unknown)}, which "
+                             "are not options of its factory")
         registry.add(Component(kind=kind, name=name, factory=factory,
                                summary=_summary(factory, summary), provider=provider,
-                               options=factory_options(kind, factory),
-                               outputs=outputs, expects=expects, neck=neck))
+                               options=options, outputs=outputs, expects=expects, neck=neck,
+                               checks=dict(checks or {})))
     return register
 
 
@@ -219,7 +226,7 @@ def load_registry(entry_points: list[metadata.EntryPoint] | None = None) -> Regi
             continue
         try:
             manager.register(entry_point.load(), name=entry_point.name)
-        except Exception as exc:  # a broken plugin must not take facekit down
+        except (Exception, SystemExit) as exc:  # a broken plugin must not take facekit down
             registry.problems.append(PluginProblem(provider, _describe(exc)))
             continue
         providers[entry_point.name] = provider
@@ -228,7 +235,7 @@ def load_registry(entry_points: list[metadata.EntryPoint] | None = None) -> Regi
             provider = providers.get(impl.plugin_name, Provider(impl.plugin_name))
             try:
                 impl.function(register=_make_register(kind, provider, registry))
-            except Exception as exc:
+            except (Exception, SystemExit) as exc:
                 registry.problems.append(PluginProblem(provider, _describe(exc)))
     return registry
 

@@ -14,7 +14,8 @@ import pytest
 
 import facekit
 from facekit.fit.callbacks import BestModelCheckpoint
-from facekit.fit.checkpoints import EpochCheckpoint, read_state
+from facekit.fit.checkpoints import EpochCheckpoint
+from facekit.run_folder import RunFolder
 from tests.conftest import TINY_TRAIN
 
 # A constant rate: a cosine decay's curve depends on the total epochs, which the
@@ -52,7 +53,7 @@ def test_two_epochs_equal_one_epoch_plus_resume(tmp_path, tiny_faces, tinynet_pl
         return
     with open(tmp_path / "b" / "history.csv") as f:
         assert [row["epoch"] for row in csv.DictReader(f)] == ["0", "1"]
-    assert read_state(tmp_path / "b")["epoch"] == 2
+    assert RunFolder(tmp_path / "b").read_state().epoch == 2
     optimizer = facekit.load_model(resumed.model_path, compile=True).optimizer
     assert int(optimizer.iterations.numpy()) == 6  # the step count carried over
     with pytest.raises(facekit.FacekitError, match="already trained 2 epoch"):
@@ -72,23 +73,24 @@ def test_sigint_stops_after_a_checkpoint_and_the_run_resumes(tmp_path, tiny_face
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 240
-    while read_state(run) is None and time.monotonic() < deadline and process.poll() is None:
+    while (RunFolder(run).read_state() is None and time.monotonic() < deadline
+           and process.poll() is None):
         time.sleep(0.5)
-    assert read_state(run) is not None, "no checkpoint appeared"
+    assert RunFolder(run).read_state() is not None, "no checkpoint appeared"
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=120)
     assert process.returncode == 130, err[-2000:]
     assert "Stopped by SIGINT" in out and f"facekit train --resume {run}" in out
-    state = read_state(run)
-    assert facekit.load_model(run / "checkpoints" / state["checkpoint"]) is not None
+    state = RunFolder(run).read_state()
+    assert facekit.load_model(run / "checkpoints" / state.checkpoint) is not None
     assert not (run / "model.keras").exists()  # an interrupted run writes no final model
     result = subprocess.run([sys.executable, "-m", "facekit", "train", "--resume", str(run),
-                             "--epochs", str(state["epoch"] + 1)], env=env,
+                             "--epochs", str(state.epoch + 1)], env=env,
                             capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stderr[-2000:]
     with open(run / "history.csv") as f:
         epochs = [int(row["epoch"]) for row in csv.DictReader(f)]
-    assert epochs[-1] == state["epoch"] and (run / "model.keras").is_file()
+    assert epochs[-1] == state.epoch and (run / "model.keras").is_file()
 
 
 def test_nan_epoch_never_overwrites_checkpoint_or_best_model(tmp_path):
@@ -102,7 +104,8 @@ def test_nan_epoch_never_overwrites_checkpoint_or_best_model(tmp_path):
     saved = (tmp_path / "best.keras").stat().st_mtime_ns
     best.on_epoch_end(1, {"val_accuracy": math.nan})
     checkpoint.on_epoch_end(1, {"loss": math.nan, "val_accuracy": math.nan})
-    assert read_state(tmp_path) == {"epoch": 1, "checkpoint": "epoch-0001.keras"}
+    assert RunFolder(tmp_path).read_state().to_dict() == {"epoch": 1,
+                                                           "checkpoint": "epoch-0001.keras"}
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [
         "epoch-0001.keras", "state.json"]
     assert (tmp_path / "best.keras").stat().st_mtime_ns == saved
@@ -114,7 +117,7 @@ def test_nan_run_stops_without_writing_models(tmp_path, tiny_faces, tinynet_plug
     assert any(math.isnan(v) for v in result.history["loss"])
     assert "Stopped by NaN loss" in capsys.readouterr().out
     assert not (result.run_dir / "model.keras").exists()
-    assert read_state(result.run_dir) is None
+    assert RunFolder(result.run_dir).read_state() is None
 
 
 def test_history_json_plot_and_tensorboard(tmp_path, tiny_faces, tinynet_plugin):

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import facekit
-from facekit.fit.distributed import loopback_tf_configs
+from facekit.cluster import loopback_tf_configs
 from facekit.errors import FacekitError
 from facekit.data.sources import FolderSource, ShardSource
 from facekit.fit.run import check_sharing
@@ -131,7 +131,7 @@ def test_data_that_cannot_be_shared_evenly_is_refused(tmp_path, tiny_faces):
 
 
 def test_tf_config_decides_whether_to_train_on_a_cluster(monkeypatch):
-    from facekit.fit.distributed import find_cluster
+    from facekit.cluster import find_cluster
 
     monkeypatch.setenv("TF_CONFIG", json.dumps(
         {"cluster": {"worker": ["localhost:1"]}, "task": {"type": "worker", "index": 0}}))

@@ -7,7 +7,7 @@ from importlib import metadata
 import pytest
 
 from facekit.errors import FacekitError
-from facekit.options import parse_options
+from facekit.components import parse_options
 from facekit.registry import DISABLE_ENV, ENTRY_POINT_GROUP, load_registry
 from tests.conftest import run_facekit
 

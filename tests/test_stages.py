@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import facekit
-from facekit.fit.checkpoints import read_state
+from facekit.run_folder import RunFolder
 from facekit.config import TrainConfig, read_config_file
 from facekit.errors import FacekitError
 from tests.conftest import TINY_TRAIN, run_facekit
@@ -96,7 +96,7 @@ def test_three_stage_config_freezes_only_where_asked(tmp_path, tiny_faces, tinyn
 
     run = result.run_dir
     assert [int(row["stage"]) for row in _history(run)] == [1, 2, 3]
-    assert read_state(run)["stage"] == 3
+    assert RunFolder(run).read_state().stage == 3
     assert (run / "training.png").is_file()
     saved = read_config_file(run / "config.toml")
     assert [s["loss"] for s in saved["stages"]] == ["softmax", "arcface", "arcface"]
@@ -156,8 +156,8 @@ def test_resume_between_stages(tmp_path, tiny_faces, tinynet_plugin):
     first = facekit.train(output=str(tmp_path / "run"), data=str(tiny_faces),
                           callbacks=[InterruptAfterFirstEpoch()], **staged)
     assert first.interrupted == "SIGINT"
-    assert read_state(first.run_dir) == {"epoch": 1, "checkpoint": "epoch-0001.keras",
-                                         "stage": 1}
+    assert RunFolder(first.run_dir).read_state().to_dict() == {
+        "epoch": 1, "checkpoint": "epoch-0001.keras", "stage": 1}
     resumed = facekit.train(resume=first.run_dir)
     assert resumed.interrupted is None
     assert [int(row["stage"]) for row in _history(first.run_dir)] == [1, 2]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facekit.config import OptionError
+from facekit.errors import OptionError
 from facekit.errors import FacekitError
 
 
@@ -30,7 +30,7 @@ class DataSource:
         self.train_images = self.val_images = 0
         self.summary = ""
         self.skipped: list = []  # (path, reason) of unusable images
-        self.eval_sets: list = []  # verification sets the data provides (held-out people)
+        self.held_out = None  # a DatasetIndex of held-out identities (--split-by identities)
 
     @staticmethod
     def accepts(path: Path) -> bool:
@@ -72,12 +72,8 @@ class FolderSource(DataSource):
         index = load_index(self.path)
         self.summary, self.skipped = index.summary(), index.skipped
         if self.split_by == "identities":
-            from facekit.eval.sets import VerificationSet
-
-            train, held_out = split_identities(index, self.val_split, self.seed)
-            self.train, self.val = train, None
-            self.eval_sets = [] if held_out is None else [VerificationSet.from_index(
-                held_out, 10 * max(1, min(50, len(held_out) // 10)), 5, self.seed, "val")]
+            self.train, self.held_out = split_identities(index, self.val_split, self.seed)
+            self.val = None
         else:
             self.train, self.val = split_index(index, self.val_split, self.seed)
             singles = int((index.counts() == 1).sum())

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from facekit.data.index import DatasetIndex
-from facekit.config import OptionError
+from facekit.errors import OptionError
 
 
 def split_index(index: DatasetIndex, val_split: float, seed: int

@@ -33,7 +33,7 @@ def gallery_cache_path(model_path, gallery: Path, flip: bool) -> Path:
     """A cache file named by the model file's identity and the gallery's fingerprint."""
     from facekit.data.demo import cache_dir
     from facekit.data.index import fingerprint
-    from facekit.model.build import model_file
+    from facekit.run_folder import model_file
 
     model_path = model_file(model_path).resolve()
     stat = model_path.stat()

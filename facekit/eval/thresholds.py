@@ -55,7 +55,7 @@ def similarity_thresholds(distances, issame, sets: list[str]) -> dict:
 
 def thresholds_path(model) -> Path:
     """Where a model's thresholds live: its run folder, or beside its .keras file."""
-    from facekit.model.build import model_file
+    from facekit.run_folder import model_file
 
     return model_file(model).parent / THRESHOLDS_FILE
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from facekit.run_folder import RunFolder
+
 
 @dataclass
 class TrainResult:
@@ -21,11 +23,11 @@ class TrainResult:
 
     @property
     def basic_model_path(self) -> Path:
-        return self.run_dir / "basic_model.keras"
+        return RunFolder(self.run_dir).basic_model
 
     @property
     def model_path(self) -> Path:
-        return self.run_dir / "model.keras"
+        return RunFolder(self.run_dir).model
 
 
 def train(config=None, *, resume: str | Path | None = None, callbacks: list | None = None,

@@ -8,6 +8,8 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from facekit.run_folder import RunFolder
+
 
 def _basic_model(callback) -> keras.Model:
     """The basic model inside the training model, whichever stage's model that is."""
@@ -111,11 +113,11 @@ class HistoryFiles(keras.callbacks.Callback):
 
     def __init__(self, run_dir: Path, append: bool = False):
         super().__init__()
-        self.run_dir, self.append = Path(run_dir), append
+        self.run, self.append = RunFolder(run_dir), append
 
     def on_train_begin(self, logs=None):
         if not self.append:
-            (self.run_dir / "history.csv").unlink(missing_ok=True)
+            self.run.history_csv.unlink(missing_ok=True)
         self.append = True  # later fits of the same run add to it
 
     def on_epoch_end(self, epoch, logs=None):
@@ -123,13 +125,12 @@ class HistoryFiles(keras.callbacks.Callback):
 
         import pandas as pd
 
-        path = self.run_dir / "history.csv"
+        path = self.run.history_csv
         row = pd.DataFrame([{"epoch": epoch, **{k: _number(v) for k, v in (logs or {}).items()}}])
         table = pd.concat([pd.read_csv(path), row]) if path.exists() else row
         table.to_csv(path, index=False)
-        (self.run_dir / "history.json").write_text(
-            json.dumps(table.to_dict(orient="records"), indent=1))
-        plot_history(table.reset_index(drop=True), self.run_dir / "training.png")
+        self.run.history_json.write_text(json.dumps(table.to_dict(orient="records"), indent=1))
+        plot_history(table.reset_index(drop=True), self.run.training_plot)
 
 
 def _number(value):

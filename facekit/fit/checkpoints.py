@@ -10,24 +10,13 @@ checkpoint is what ``facekit train --resume RUN`` continues from.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import signal
-from pathlib import Path
 
 import keras
 
-STATE_FILE = "state.json"
-
-
-def checkpoint_dir(run_dir) -> Path:
-    return Path(run_dir) / "checkpoints"
-
-
-def read_state(run_dir) -> dict | None:
-    path = checkpoint_dir(run_dir) / STATE_FILE
-    return json.loads(path.read_text()) if path.exists() else None
+from facekit.run_folder import Best, RunFolder, RunState
 
 
 def has_nan(logs) -> bool:
@@ -39,7 +28,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
 
     def __init__(self, run_dir, keep: int = 3, stopper=None, best=None):
         super().__init__()
-        self.folder, self.keep = checkpoint_dir(run_dir), keep
+        self.run, self.keep = RunFolder(run_dir), keep
         self.stopper, self.best = stopper, best
 
     def on_epoch_end(self, epoch, logs=None):
@@ -48,18 +37,17 @@ class EpochCheckpoint(keras.callbacks.Callback):
             return
         if self.stopper is not None and self.stopper.signal_name:
             return  # an interrupted epoch is incomplete: resume redoes it
-        self.folder.mkdir(parents=True, exist_ok=True)
-        name = f"epoch-{epoch + 1:04d}.keras"
-        temporary = self.folder / f".{name}.tmp.keras"
+        path = self.run.checkpoint(epoch + 1)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f".{path.name}.tmp.keras")
         self.model.save(temporary)
-        os.replace(temporary, self.folder / name)
-        state = {"epoch": epoch + 1, "checkpoint": name}
-        if "stage" in (logs or {}):
-            state["stage"] = int(logs["stage"])
+        os.replace(temporary, path)
+        best = None
         if self.best is not None and self.best.best_epoch is not None:
-            state["best"] = {"value": self.best.best, "epoch": self.best.best_epoch}
-        (self.folder / STATE_FILE).write_text(json.dumps(state, indent=2))
-        for old in sorted(self.folder.glob("epoch-*.keras"))[:-self.keep]:
+            best = Best(float(self.best.best), int(self.best.best_epoch))
+        stage = int(logs["stage"]) if "stage" in (logs or {}) else None
+        self.run.write_state(RunState(epoch + 1, path.name, stage, best))
+        for old in sorted(self.run.checkpoints.glob("epoch-*.keras"))[:-self.keep]:
             old.unlink()
 
 

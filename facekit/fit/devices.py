@@ -9,7 +9,6 @@ device, MirroredStrategy over several GPUs (or the devices named by
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 
 from facekit.errors import FacekitError
@@ -80,16 +79,3 @@ def _device_names(devices: str | None, gpus) -> list[str]:
         raise FacekitError(f"Unknown device(s) {', '.join(missing)}; this machine has "
                            f"{', '.join(sorted(known))}.")
     return names
-
-
-@contextlib.contextmanager
-def dtype_policy(policy: str):
-    """Set Keras' global dtype policy for the block, then restore it."""
-    import keras
-
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(policy)
-    try:
-        yield
-    finally:
-        keras.config.set_dtype_policy(previous)

@@ -105,7 +105,6 @@ class PartialFC(keras.layers.Layer):
     (:class:`PartialFCModel`) asks it for a step's loss and updates its rows.
     """
 
-    needs_labels = True  # facekit.model.build_training_model: a PartialFCModel
 
     def __init__(self, units, sample_rate=0.1, normalize_embedding=True, append_norm=False,
                  seed=0, **kwargs):
@@ -316,6 +315,10 @@ class PartialFC(keras.layers.Layer):
         _scatter(self.kernel, index, rows)
         for name, value in new.items():
             _scatter(self.slots[name], index, value)
+
+    def training_model(self, basic_model, augmentation, state):
+        """The training model around this head (facekit.model.build_training_model)."""
+        return PartialFCModel(basic_model, self, augmentation, state)
 
     def compute_output_shape(self, input_shape):
         return (*input_shape[:-1], self.units + int(self.append_norm))

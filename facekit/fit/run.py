@@ -15,12 +15,13 @@ import time
 from facekit.config import DEFAULT_LR, OptionError, write_config_file
 from facekit.errors import FacekitError
 from facekit.fit import TrainResult
-from facekit.plan import CONFIG_FILE, RunPlan, StagePlan
+from facekit.plan import RunPlan, StagePlan
 
 
 def fit(plan: RunPlan, callbacks: list | None = None) -> TrainResult:
     """Train what ``plan`` describes; ``callbacks`` run after facekit's own."""
-    from facekit.fit.devices import dtype_policy, setup_devices
+    from facekit.fit.devices import setup_devices
+    from facekit.model.build import dtype_policy
     from facekit.fit.distributed import worker_failure
 
     config, source = plan.config, plan.source
@@ -31,20 +32,24 @@ def fit(plan: RunPlan, callbacks: list | None = None) -> TrainResult:
                             bool(config.verbose))
     source.load()
     check_sharing(source, config.batch_size, devices)
-    eval_sets = plan.eval_sets + source.eval_sets
+    eval_sets = plan.eval_sets + held_out_sets(source, config.seed)
     monitor = best_model_monitor(config, source.val_images > 0, eval_sets)
-    run_dir = plan.run_dir
+    run_dir, run = plan.run_dir, plan.run
     run_dir.mkdir(parents=True, exist_ok=True)
     if devices.chief:
-        (run_dir / "classes.json").write_text(json.dumps(source.classes, indent=2) + "\n")
-        write_config_file(dataclasses.replace(config, data=str(source.path.resolve())),
-                          run_dir / CONFIG_FILE)
+        run.classes.write_text(json.dumps(source.classes, indent=2) + "\n")
+        # The rules that need the devices and the data, settled now: XLA on this
+        # hardware, and the figure that picks the best model.
+        jit = devices.jit_compile(config.jit_compile)
+        write_config_file(dataclasses.replace(
+            config, data=str(source.path.resolve()), best_by=monitor,
+            jit_compile=jit if isinstance(jit, bool) else None), run.config)
         if source.skipped:
-            with open(run_dir / "skipped_files.csv", "w", newline="") as f:
+            with open(run.skipped_files, "w", newline="") as f:
                 csv.writer(f).writerows([("path", "reason"), *source.skipped])
     if config.verbose:
-        print(source.summary + (f"\n(listed in {run_dir / 'skipped_files.csv'})"
-                                if source.skipped else ""))
+        print(source.summary + (f"\n(listed in {run.skipped_files})" if source.skipped
+                                else ""))
         if len(plan.stages) > 1:
             print(plan.describe_stages())
     run = Run(plan, devices, eval_sets, monitor, callbacks or [])
@@ -58,6 +63,18 @@ def fit(plan: RunPlan, callbacks: list | None = None) -> TrainResult:
             f"Lost contact with another worker of the cluster ({type(exc).__name__}, see "
             f"above); restart every worker with facekit train --resume {run_dir} to continue "
             "from the last checkpoint.") from None
+
+
+def held_out_sets(source, seed: int) -> list:
+    """The verification set of the people ``--split-by identities`` held out (``eval/val``):
+    up to 500 pairs drawn from them, 5 folds."""
+    from facekit.eval.sets import VerificationSet
+
+    held_out = source.held_out
+    if held_out is None:
+        return []
+    return [VerificationSet.from_index(held_out, 10 * max(1, min(50, len(held_out) // 10)), 5,
+                                       seed, "val")]
 
 
 def check_sharing(source, batch_size: int, devices) -> None:
@@ -103,26 +120,25 @@ class Run:
             1, self.source.train_images // self.batch_size)
         # Every worker saves the same models (saving reads values the workers share
         # through collectives); the chief into the run folder, the others into their own.
-        self.own_dir = (self.run_dir if devices.chief
-                        else self.run_dir / "workers" / str(devices.cluster.index))
+        self.own = plan.run if devices.chief else plan.run.worker(devices.cluster.index)
+        self.own_dir = self.own.path
         self.own_dir.mkdir(parents=True, exist_ok=True)
         # Shared by every stage: a signal stops the whole run, and the best model is the run's.
         self.stopper = StopOnSignal()
         self.best = None
         if monitor:
-            self.best = BestModelCheckpoint(self.own_dir / "basic_model.keras", monitor)
-            if plan.resume is not None and "best" in plan.resume:
-                self.best.best = plan.resume["best"]["value"]
-                self.best.best_epoch = plan.resume["best"]["epoch"]
+            self.best = BestModelCheckpoint(self.own.basic_model, monitor)
+            if plan.resume is not None and plan.resume.best is not None:
+                self.best.best = plan.resume.best.value
+                self.best.best_epoch = plan.resume.best.epoch
 
     @property
     def resumed_epochs(self) -> int:
-        return self.plan.resume["epoch"] if self.plan.resume is not None else 0
+        return self.plan.resume.epoch if self.plan.resume is not None else 0
 
     def fit(self) -> TrainResult:
         import keras
 
-        from facekit.fit.checkpoints import checkpoint_dir
         from facekit.model import load_model
         from facekit.model.state import bind_loss_state
 
@@ -144,7 +160,7 @@ class Run:
             if done >= stage.end_epoch:
                 continue
             if model is None and self.plan.resume is not None:  # weights, optimizer, step
-                model = load_model(checkpoint_dir(self.run_dir) / self.plan.resume["checkpoint"],
+                model = load_model(self.plan.run.checkpoint(self.plan.resume.checkpoint),
                                    compile=done > stage.first_epoch)
                 if done > stage.first_epoch:  # the loss comes back with the model
                     bind_loss_state(model, model.loss)
@@ -309,19 +325,20 @@ class Run:
             callbacks.append(HistoryFiles(self.own_dir, append=append))
             if c.tensorboard:
                 callbacks.append(keras.callbacks.TensorBoard(
-                    log_dir=str(self.own_dir / "tensorboard")))
+                    log_dir=str(self.own.tensorboard)))
         return callbacks
 
     def finish(self, model, history: dict, done: int, elapsed: float) -> TrainResult:
         """Save the final models (a completed run only) and say what happened."""
-        from facekit.fit.checkpoints import has_nan, read_state
+        from facekit.fit.checkpoints import has_nan
         from facekit.model import BASIC_MODEL
 
         epochs_run = done - self.resumed_epochs
         result = TrainResult(self.run_dir, history, interrupted=self.stopper.signal_name,
                              seconds=elapsed, images=self.steps * self.batch_size * epochs_run)
         if self.stopper.signal_name or done < self.plan.total_epochs:
-            saved = (read_state(self.run_dir) or {"epoch": 0})["epoch"]
+            state = self.plan.run.read_state()
+            saved = state.epoch if state is not None else 0
             last_logs = {key: values[-1] for key, values in history.items() if values}
             reason = self.stopper.signal_name or ("NaN loss" if has_nan(last_logs)
                                                   else "a callback")
@@ -332,8 +349,8 @@ class Run:
         basic_model.save(self.own_dir / "basic_model_last.keras")
         best = self.best
         if best is None or best.best_epoch is None:
-            basic_model.save(self.own_dir / "basic_model.keras")
-        model.save(self.own_dir / "model.keras")
+            basic_model.save(self.own.basic_model)
+        model.save(self.own.model)
         if self.config.verbose:
             print(f"Trained {epochs_run} epoch(s) in {elapsed:.1f}s "
                   f"({result.images / elapsed:.1f} images/s, validation and checkpoints "

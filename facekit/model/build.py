@@ -6,6 +6,7 @@ verification and deployment use; the *training model* adds the head.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import zipfile
@@ -15,9 +16,9 @@ from typing import NamedTuple
 
 import keras
 
-from facekit.fit.devices import dtype_policy
 from facekit.errors import FacekitError
 from facekit.registry import Registry, get_registry
+from facekit.run_folder import BASIC_MODEL_FILE, model_file
 
 EMBEDDING_LAYER = "embedding"
 BACKBONE_LAYER = "backbone"
@@ -27,6 +28,17 @@ BASIC_MODEL = "basic_model"
 # scale fixed at 1 (MXNet's fix_gamma, arcface_torch's frozen weight).
 EMBEDDING_BN_MOMENTUM = 0.9
 EMBEDDING_BN_EPSILON = 1e-5
+
+
+@contextlib.contextmanager
+def dtype_policy(policy: str):
+    """Set Keras' global dtype policy for the block, then restore it."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(policy)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
 
 
 class FaceModels(NamedTuple):
@@ -43,7 +55,7 @@ def build_model(num_classes: int, backbone: str = "mobilenetv2", head: str = "no
     """Build the basic (embedding) model and the training model around it, by the
     names of their components (for your own training loop).  ``neck`` None: the
     neck the backbone names."""
-    from facekit.plan import resolve, resolve_neck
+    from facekit.components import resolve, resolve_neck
 
     registry = registry or get_registry()
     backbone = resolve(registry, "backbone", backbone, backbone_options)
@@ -88,6 +100,17 @@ def build_training_model(basic_model: keras.Model, num_classes: int, head, *,
 
     The augmentation layers (see facekit.data.augment) act only while training.
     Staged training calls this again to put a new head on a trained basic model.
+    A head layer with a ``training_model(basic_model, augmentation_layers, state_layer)``
+    method builds the training model itself (the partial-fc head does: it needs the
+    labels inside its step).
+
+    Args:
+        basic_model: the embedding model (``build_basic_model``).
+        num_classes: the number of identities.
+        head: the resolved head (``facekit.components.Resolved``).
+        augmentation: a ``facekit.data.augment.Augmentation``, or None for none.
+        seed: the augmentation layers' seed.
+        state: the loss's state (``initial_state``), kept as model weights.
     """
     from facekit.data.augment import augmentation_layers
     from facekit.model.state import STATE_LAYER, LossState
@@ -95,11 +118,9 @@ def build_training_model(basic_model: keras.Model, num_classes: int, head, *,
     layers = augmentation_layers(augmentation, seed) if augmentation else []
     with dtype_policy("float32"):  # so is the head: the loss gets float32 scores
         head_layer = head.build(num_classes)
-        if getattr(head_layer, "needs_labels", False):  # a sampled head (partial-fc)
-            from facekit.fit.partial_fc import PartialFCModel
-
-            return PartialFCModel(basic_model, head_layer, layers,
-                                  LossState(state, name=STATE_LAYER) if state else None)
+        if callable(getattr(head_layer, "training_model", None)):  # a head that trains its
+            return head_layer.training_model(  # own way (partial-fc samples its classes)
+                basic_model, layers, LossState(state, name=STATE_LAYER) if state else None)
     images = keras.Input(shape=basic_model.input_shape[1:], name="image")
     augmented = images
     for layer in layers:
@@ -170,18 +191,12 @@ def embedding_model(model: keras.Model) -> keras.Model:
                        "pass a model built by facekit.")
 
 
-def model_file(path: str | Path) -> Path:
-    """``path`` itself, or the basic_model.keras of a run folder."""
-    path = Path(path)
-    return path / "basic_model.keras" if path.is_dir() else path
-
-
 def load_model(path: str | Path, compile: bool = False) -> keras.Model:
     """Load a ``.keras`` model saved by facekit, importing its plugins' Keras objects."""
     path = model_file(path)
     if not path.is_file():
         raise FacekitError(f"The model file '{path}' does not exist; pass a .keras file "
-                           "or a run folder that holds basic_model.keras.")
+                           f"or a run folder that holds {BASIC_MODEL_FILE}.")
     import_custom_objects(path)
     return keras.saving.load_model(path, compile=compile)
 

@@ -1,11 +1,59 @@
-"""Turn ``--backbone-opt key=value`` strings into typed factory arguments."""
+"""Components resolved for a run: a registered component with its options typed and checked.
+
+``--backbone-opt key=value`` strings (or a dict from Python) become the factory's
+typed keyword arguments here, each checked against the range its registration
+declares, so a bad plugin option is refused while the run is planned, before any
+data is indexed or a device is set up.  Light: no TensorFlow, no Keras.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
 from typing import Any
 
 from facekit.errors import FacekitError
-from facekit.registry import Component
+from facekit.registry import Component, Registry
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """A component with its options typed: what a model or loss is built from.
+
+    Args:
+        component: the registered component.
+        options: its options, typed and checked (``parse_options``).
+        extra: reserved arguments facekit passes itself (``append_norm``).
+
+    Examples:
+        >>> from facekit.registry import get_registry
+        >>> loss = resolve(get_registry(), "loss", "cosface", ["margin=0.2"])
+        >>> loss.options
+        {'margin': 0.2}
+    """
+
+    component: Component
+    options: dict
+    extra: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.component.name
+
+    def build(self, *args):
+        """Call the component's factory (this is where Keras gets imported)."""
+        return self.component.build(*args, **self.extra, **self.options)
+
+
+def resolve(registry: Registry, kind: str, name: str, options) -> Resolved:
+    """The component ``name`` of ``kind`` with ``options`` typed and checked."""
+    component = registry.get(kind, name)
+    return Resolved(component, parse_options(component, options))
+
+
+def resolve_neck(registry: Registry, backbone: Resolved, name: str | None, options) -> Resolved:
+    """The neck ``name``, or without one the neck the backbone names."""
+    return resolve(registry, "neck", name or backbone.component.neck or "gap", options)
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -60,6 +108,10 @@ def parse_options(component: Component, pairs: list[str] | dict | None) -> dict[
                     f"Bad value '{value}' for {component.kind} option '{key}' of "
                     f"'{component.name}'; expected a {type(default).__name__} "
                     f"like {default!r}.") from None
+        check = component.checks.get(key)
+        if check is not None and isinstance(value, (int, float)) and not check.accepts(value):
+            raise FacekitError(f"The {component.kind} option '{key}' of '{component.name}' "
+                               f"{check.rule}, got {value}.")
         result[key] = value
     return result
 
