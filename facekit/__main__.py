@@ -2,4 +2,5 @@
 
 from facekit.cli import main
 
-main()
+if __name__ == "__main__":  # importing this module (a model file may name it) runs nothing
+    main()

@@ -109,7 +109,7 @@ def parse_options(component: Component, pairs: list[str] | dict | None) -> dict[
                     f"'{component.name}'; expected a {type(default).__name__} "
                     f"like {default!r}.") from None
         check = component.checks.get(key)
-        if check is not None and isinstance(value, (int, float)) and not check.accepts(value):
+        if check is not None and value is not None and not check.accepts(value):
             raise FacekitError(f"The {component.kind} option '{key}' of '{component.name}' "
                                f"{check.rule}, got {value}.")
         result[key] = value

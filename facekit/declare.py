@@ -33,7 +33,10 @@ class Check:
         """Whether ``value`` follows the rule (NaN never does)."""
         if isinstance(value, float) and math.isnan(value):
             return False
-        return bool(self.test(value))
+        try:
+            return bool(self.test(value))
+        except (TypeError, ValueError):  # a value of another type breaks no rule silently
+            return False
 
 
 def at_least(low) -> Check:

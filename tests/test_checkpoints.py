@@ -29,7 +29,7 @@ def weights(path):
     return [w.numpy() for w in facekit.load_model(path, compile=True).weights]
 
 
-# The stateful losses keep running statistics in the model (facekit.model.state):
+# The stateful losses keep running statistics in the model (facekit.model.losses):
 # a resume must restore them exactly too.  The softmax run also draws class-balanced
 # batches, whose stream a resume must continue as well.
 @pytest.mark.parametrize("head,loss,options,balance", [

@@ -12,7 +12,7 @@ import pytest
 from facekit.config import TrainConfig
 from facekit.model.build import build_model
 from facekit.registry import get_registry
-from facekit_plugins.keras_layers import GroupConv2D
+from facekit_plugins.backbones.blocks import GroupConv2D
 
 # Parameters of the reference models at 112x112 with a 512-d embedding, counted as
 # PyTorch counts them (trainable weights, BatchNorm scale and shift).  IResNet and
@@ -130,7 +130,7 @@ def test_group_conv_equals_keras_grouped_conv(groups, channels, filters, strides
 
 
 def test_norm_aware_pooling_matches_numpy():
-    from facekit_plugins.keras_necks import NormAwarePooling
+    from facekit_plugins.necks.layers import NormAwarePooling
 
     x = np.random.default_rng(1).normal(size=(2, 3, 4, 5)).astype("float32")
     norms = np.sqrt((x ** 2).sum(-1, keepdims=True))

@@ -4,13 +4,15 @@ import keras
 import numpy as np
 import pytest
 
-from facekit_plugins.keras_layers import ImagePreprocessing, NormDense
+from facekit_plugins.backbones.blocks import ImagePreprocessing
+from facekit_plugins.heads import normdense_head
+from facekit_plugins.heads.normdense import NormDense
 
 
 def test_normdense_outputs_cosine():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(5, 8)).astype(np.float32) * 7
-    layer = NormDense(3)
+    layer = normdense_head(3)
     out = keras.ops.convert_to_numpy(layer(x))
     w = keras.ops.convert_to_numpy(layer.kernel)
     expected = (x / np.linalg.norm(x, axis=1, keepdims=True)) @ (w / np.linalg.norm(w, axis=0))
@@ -20,13 +22,14 @@ def test_normdense_outputs_cosine():
 
 def test_normdense_without_embedding_normalization():
     x = np.array([[3.0, 4.0]], dtype=np.float32)
-    layer = NormDense(1, normalize_embedding=False, kernel_initializer="ones")
+    layer = NormDense(1, normalize_embedding=False, append_norm=False,
+                      kernel_initializer="ones")
     np.testing.assert_allclose(keras.ops.convert_to_numpy(layer(x)), [[7 / np.sqrt(2)]],
                                rtol=1e-6)
 
 
 def test_normdense_config_round_trip():
-    layer = NormDense(4, normalize_embedding=False, name="nd")
+    layer = NormDense(4, normalize_embedding=False, append_norm=False, name="nd")
     clone = keras.layers.deserialize(keras.layers.serialize(layer))
     assert isinstance(clone, NormDense)
     assert clone.get_config() == layer.get_config()

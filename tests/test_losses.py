@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from facekit_plugins.keras_losses import ArcFaceLoss, ArcFaceSimpleLoss, SoftmaxLoss
+from facekit_plugins.losses import arcface_loss, arcface_simple_loss, softmax_loss
 
 
 def np_cross_entropy(one_hot, logits, label_smoothing=0.0):
@@ -60,7 +60,7 @@ def test_arcface_matches_numpy(margins):
     cos, labels, one_hot = cosine_batch()
     m1, m2, m3, s = margins
     expected = np_cross_entropy(one_hot, np_arcface_logits(one_hot, cos, m1, m2, m3, s))
-    loss = ArcFaceLoss(margin1=m1, margin2=m2, margin3=m3, scale=s)
+    loss = arcface_loss(margin1=m1, margin2=m2, margin3=m3, scale=s)
     assert float(loss(labels, cos)) == pytest.approx(expected, rel=1e-4)
     assert float(loss(one_hot, cos)) == pytest.approx(expected, rel=1e-4)
 
@@ -79,7 +79,7 @@ def test_arcface_no_margin_branch_is_hit():
 def test_arcface_simple_matches_numpy(scale, margin):
     cos, labels, one_hot = cosine_batch(1)
     expected = np_cross_entropy(one_hot, np_arcface_simple_logits(one_hot, cos, scale, margin))
-    loss = ArcFaceSimpleLoss(scale=scale, margin=margin)
+    loss = arcface_simple_loss(scale=scale, margin=margin)
     assert float(loss(labels, cos)) == pytest.approx(expected, rel=1e-4)
     assert float(loss(labels[:, None], cos)) == pytest.approx(expected, rel=1e-4)
 
@@ -90,7 +90,7 @@ def test_softmax_matches_numpy_with_label_smoothing():
     labels = rng.integers(0, 4, size=6)
     one_hot = np.eye(4, dtype=np.float32)[labels]
     for smoothing in (0.0, 0.1):
-        loss = SoftmaxLoss(label_smoothing=smoothing)
+        loss = softmax_loss(label_smoothing=smoothing)
         expected = np_cross_entropy(one_hot, logits, smoothing)
         assert float(loss(labels, logits)) == pytest.approx(expected, rel=1e-5)
         assert float(loss(one_hot, logits)) == pytest.approx(expected, rel=1e-5)
@@ -99,8 +99,8 @@ def test_softmax_matches_numpy_with_label_smoothing():
 EDGE_COSINES = [1.0, -1.0, 1.0000001, -1.0000001, 0.9999999, -0.9999999]
 
 
-@pytest.mark.parametrize("loss", [ArcFaceLoss(), ArcFaceLoss(1.0, 0.0, 0.5),
-                                  ArcFaceSimpleLoss()], ids=["arcface", "arcface-std",
+@pytest.mark.parametrize("loss", [arcface_loss(), arcface_loss(1.0, 0.0, 0.5),
+                                  arcface_simple_loss()], ids=["arcface", "arcface-std",
                                                              "arcface-simple"])
 @pytest.mark.parametrize("edge", EDGE_COSINES)
 def test_gradients_finite_at_the_edges(loss, edge):
@@ -115,7 +115,7 @@ def test_gradients_finite_at_the_edges(loss, edge):
     assert np.all(np.isfinite(grad.numpy()))
 
 
-@pytest.mark.parametrize("loss_class", [ArcFaceLoss, ArcFaceSimpleLoss, SoftmaxLoss])
+@pytest.mark.parametrize("loss_class", [arcface_loss, arcface_simple_loss, softmax_loss])
 def test_low_precision_scores_give_float32_loss(loss_class):
     cos, labels, _ = cosine_batch()
     for dtype in ("float16", "bfloat16"):
@@ -124,8 +124,8 @@ def test_low_precision_scores_give_float32_loss(loss_class):
         assert np.isfinite(float(value))
 
 
-@pytest.mark.parametrize("loss", [ArcFaceLoss(0.8, 0.3, 0.2, 32.0), ArcFaceSimpleLoss(16.0, 0.3),
-                                  SoftmaxLoss(0.05)])
+@pytest.mark.parametrize("loss", [arcface_loss(0.8, 0.3, 0.2, 32.0), arcface_simple_loss(16.0, 0.3),
+                                  softmax_loss(0.05)])
 def test_config_round_trip(loss):
     clone = keras.losses.deserialize(keras.losses.serialize(loss))
     assert type(clone) is type(loss)

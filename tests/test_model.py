@@ -63,7 +63,7 @@ def test_imagenet_download_failure_is_a_clear_error(monkeypatch, tmp_path):
 
 
 def test_weights_file_is_loaded(tmp_path):
-    from facekit_plugins.backbones import build_application
+    from facekit_plugins.backbones.applications import build_application
 
     source = build_application("MobileNetV2", "tf", (32, 32, 3), "none", 0.9, alpha=0.35)
     path = tmp_path / "backbone.weights.h5"
@@ -83,17 +83,43 @@ def test_saved_model_loads_in_fresh_process_with_identical_outputs(tmp_path, hea
     np.save(tmp_path / "images.npy", images)
     np.save(tmp_path / "expected.npy", model.predict(images, verbose=0))
     model.save(tmp_path / "model.keras")
+    _with_old_module_names(tmp_path / "model.keras", tmp_path / "old.keras")
     script = textwrap.dedent(f"""
         import numpy as np, facekit
-        model = facekit.load_model({str(tmp_path / 'model.keras')!r}, compile=True)
-        assert type(model.loss).__module__ == "facekit_plugins.keras_losses", model.loss
-        out = model.predict(np.load({str(tmp_path / 'images.npy')!r}), verbose=0)
-        np.testing.assert_array_equal(out, np.load({str(tmp_path / 'expected.npy')!r}))
+        for name in ("model.keras", "old.keras"):  # old.keras: saved before the moves
+            model = facekit.load_model({str(tmp_path)!r} + "/" + name, compile=True)
+            assert type(model.loss).__module__ == "facekit_plugins.losses.margin", model.loss
+            out = model.predict(np.load({str(tmp_path / 'images.npy')!r}), verbose=0)
+            np.testing.assert_array_equal(out, np.load({str(tmp_path / 'expected.npy')!r}))
         print("identical")
     """)
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                             timeout=300)
     assert "identical" in result.stdout, result.stderr[-3000:]
+
+
+# Where facekit 0.1's plugins defined their Keras objects, before they were grouped by kind.
+OLD_MODULES = {"facekit_plugins.losses.margin": "facekit_plugins.keras_losses",
+               "facekit_plugins.heads.normdense": "facekit_plugins.keras_layers",
+               "facekit_plugins.backbones.blocks": "facekit_plugins.keras_layers",
+               "facekit_plugins.necks.layers": "facekit_plugins.keras_necks",
+               "facekit.model.losses": "facekit.model.state"}
+
+
+def _with_old_module_names(source, target):
+    """A copy of a .keras file whose config names the modules as facekit 0.1 saved them."""
+    import zipfile
+
+    with zipfile.ZipFile(source) as old, zipfile.ZipFile(target, "w") as new:
+        for item in old.infolist():
+            data = old.read(item)
+            if item.filename == "config.json":
+                text = data.decode()
+                for module, before in OLD_MODULES.items():
+                    text = text.replace(f'"module": "{module}"', f'"module": "{before}"')
+                assert "keras_losses" in text
+                data = text.encode()
+            new.writestr(item, data)
 
 
 def test_load_model_errors(tmp_path):

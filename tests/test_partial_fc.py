@@ -20,9 +20,9 @@ def _models(loss, rate=1.0, optimizer="sgd", seed=0, with_dense=True):
     ``optimizer``."""
     import keras
 
-    from facekit.fit.partial_fc import PartialFC, PartialFCModel
-    from facekit.model.state import LossState, bind_loss_state, initial_state
-    from facekit_plugins.keras_layers import NormDense
+    from facekit.fit.partial_fc import PartialFCModel
+    from facekit.model.losses import LossState, bind_loss_state, initial_state
+    from facekit_plugins.heads import normdense_head, partial_fc_head
 
     rng = np.random.default_rng(seed)
     dense = rng.normal(size=(4, SIZE)).astype("float32") * 0.5
@@ -43,7 +43,7 @@ def _models(loss, rate=1.0, optimizer="sgd", seed=0, with_dense=True):
 
     first, second = loss(), loss()
     state = initial_state(first, CLASSES)
-    head = PartialFC(CLASSES, sample_rate=rate, append_norm=first.needs_norm, name="partial_fc")
+    head = partial_fc_head(CLASSES, sample_rate=rate, append_norm=first.needs_norm)
     partial = PartialFCModel(basic(), head, state=LossState(state, name="loss_state")
                              if state else None)
     head.set_weights([centers])
@@ -52,7 +52,7 @@ def _models(loss, rate=1.0, optimizer="sgd", seed=0, with_dense=True):
         partial.compile(optimizer=make_optimizer(), loss=first)
         return partial, None
     inputs = keras.Input((4,))
-    scores = NormDense(CLASSES, append_norm=first.needs_norm)(basic()(inputs))
+    scores = normdense_head(CLASSES, append_norm=first.needs_norm)(basic()(inputs))
     if state:
         scores = LossState(state, name="loss_state")(scores)
     dense_model = keras.Model(inputs, scores)
@@ -95,9 +95,9 @@ def test_shards_cover_every_class_once():
 def test_sampling_keeps_every_positive_and_draws_the_rest_per_step():
     import tensorflow as tf
 
-    from facekit.fit.partial_fc import PartialFC
+    from facekit_plugins.heads import partial_fc_head
 
-    head = PartialFC(1000, sample_rate=0.05)
+    head = partial_fc_head(1000, sample_rate=0.05)
     head.build((None, SIZE))
     labels = tf.constant([3, 999, 3, 500, 17, 0, 250, 251], tf.int32)
     index, real, positive = head.sample(labels, batch=8, rate=0.05, step=0)
@@ -143,7 +143,7 @@ def test_sampled_loss_matches_numpy():
     """The softmax over the target (with its margin) and the sampled negatives only."""
     import tensorflow as tf
 
-    from facekit_plugins.keras_losses import CombinedMarginLoss
+    from facekit_plugins.losses import combined_loss
 
     partial, _ = _models(_loss("combined"), rate=0.3, with_dense=False)
     head = partial.get_layer("partial_fc")
@@ -152,7 +152,7 @@ def test_sampled_loss_matches_numpy():
     index, real, positive = head.sample(tf.constant(y), batch=3, rate=0.3, step=5)
     rows = tf.gather(head.kernel, index)
     per_sample, _ = head.step_loss(tf.constant(embeddings), tf.constant(y),
-                                   CombinedMarginLoss(scale=16.0), rows, real, positive)
+                                   combined_loss(scale=16.0), rows, real, positive)
     unit = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)
     centers = head.get_weights()[0]
     centers = centers / np.linalg.norm(centers, axis=1, keepdims=True)

@@ -31,6 +31,7 @@ import numpy as np
 import tensorflow as tf
 
 from facekit.errors import FacekitError
+from facekit.model.losses import MarginLoss, bind_loss_state
 
 # The optimizer state each rule keeps per row, by the run's optimizer name.
 ROW_SLOTS = {"sgd": ("momentum",), "adam": ("m", "v"), "adamw": ("m", "v"),
@@ -106,11 +107,9 @@ class PartialFC(keras.layers.Layer):
     """
 
 
-    def __init__(self, units, sample_rate=0.1, normalize_embedding=True, append_norm=False,
-                 seed=0, **kwargs):
+    def __init__(self, units, *, sample_rate, normalize_embedding, append_norm, seed=0,
+                 **kwargs):
         super().__init__(**kwargs)
-        if not 0.0 < float(sample_rate) <= 1.0:
-            raise FacekitError(f"partial-fc's sample_rate must be in (0, 1], not {sample_rate}.")
         self.units, self.sample_rate = int(units), float(sample_rate)
         self.normalize_embedding, self.append_norm = bool(normalize_embedding), bool(append_norm)
         self.seed = int(seed)
@@ -361,22 +360,17 @@ class PartialFCModel(keras.Model):
     def compile(self, optimizer="adam", loss=None, **kwargs):
         kwargs.pop("metrics", None)  # the accuracy is the sampled classes' own
         super().compile(optimizer=optimizer, loss=loss, **kwargs)
-        if loss is not None and not callable(getattr(loss, "logits", None)):
+        if loss is not None and not isinstance(loss, MarginLoss):
             raise FacekitError(
                 f"The partial-fc head needs a loss that writes its logits from cosines "
-                f"(a facekit margin loss with a logits() method); '{getattr(loss, 'name', loss)}'"
-                " has none.")
+                f"(a facekit.model.losses.MarginLoss); '{getattr(loss, 'name', loss)}' is "
+                "not one.")
         if getattr(loss, "label_smoothing", 0.0):
             raise FacekitError("The partial-fc head does not apply label smoothing.")
         self.head.create_slots(self.optimizer)
         if loss is not None:
-            from facekit.model.state import bind_loss_state
-
             loss.num_classes = self.head.units  # its scores cover a sample of the classes
             bind_loss_state(self, loss)  # a stateful loss keeps its state in this model
-
-    def get_compile_config(self):
-        return super().get_compile_config()
 
     def compile_from_config(self, config):  # a resumed checkpoint: loss and optimizer back
         self.compile(**keras.saving.deserialize_keras_object(config))

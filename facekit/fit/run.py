@@ -140,7 +140,7 @@ class Run:
         import keras
 
         from facekit.model import load_model
-        from facekit.model.state import bind_loss_state
+        from facekit.model.losses import bind_loss_state
 
         config, devices = self.config, self.devices
         keras.utils.set_random_seed(config.seed)
@@ -187,7 +187,7 @@ class Run:
         """
         from facekit.model import (BASIC_MODEL, build_basic_model, build_training_model,
                                    freeze, head_layer, init_basic_model)
-        from facekit.model.state import STATE_LAYER, initial_state
+        from facekit.model.losses import STATE_LAYER, initial_state
 
         config, classes = self.config, len(self.source.classes)
         state = initial_state(loss, classes)
@@ -222,7 +222,7 @@ class Run:
     def compile(self, model, stage: StagePlan, loss) -> None:
         from facekit.fit.metrics import ClassAccuracy
         from facekit.fit.optimizers import learning_rate, make_optimizer
-        from facekit.model.state import bind_loss_state
+        from facekit.model.losses import bind_loss_state
 
         c = stage.config
         rate = learning_rate(c.schedule, c.lr or DEFAULT_LR[c.optimizer],

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import importlib.util
 import json
 import zipfile
 from importlib import metadata
@@ -16,8 +17,10 @@ from typing import NamedTuple
 
 import keras
 
+from facekit.data.augment import augmentation_layers
 from facekit.errors import FacekitError
-from facekit.registry import Registry, get_registry
+from facekit.model.losses import STATE_LAYER, LossState
+from facekit.registry import ENTRY_POINT_GROUP, Registry, get_registry
 from facekit.run_folder import BASIC_MODEL_FILE, model_file
 
 EMBEDDING_LAYER = "embedding"
@@ -96,7 +99,7 @@ def build_training_model(basic_model: keras.Model, num_classes: int, head, *,
                          augmentation=None, seed: int = 0, state: dict | None = None
                          ) -> keras.Model:
     """image -> augmentation layers -> basic model -> a new head (a resolved component)
-    -> the loss's state, if it keeps any (facekit.model.state).
+    -> the loss's state, if it keeps any (facekit.model.losses).
 
     The augmentation layers (see facekit.data.augment) act only while training.
     Staged training calls this again to put a new head on a trained basic model.
@@ -112,9 +115,6 @@ def build_training_model(basic_model: keras.Model, num_classes: int, head, *,
         seed: the augmentation layers' seed.
         state: the loss's state (``initial_state``), kept as model weights.
     """
-    from facekit.data.augment import augmentation_layers
-    from facekit.model.state import STATE_LAYER, LossState
-
     layers = augmentation_layers(augmentation, seed) if augmentation else []
     with dtype_policy("float32"):  # so is the head: the loss gets float32 scores
         head_layer = head.build(num_classes)
@@ -134,8 +134,6 @@ def build_training_model(basic_model: keras.Model, num_classes: int, head, *,
 
 def head_layer(model: keras.Model):
     """The head of a training model: its last layer before any loss state."""
-    from facekit.model.state import STATE_LAYER
-
     return [layer for layer in model.layers if layer.name != STATE_LAYER][-1]
 
 
@@ -201,29 +199,51 @@ def load_model(path: str | Path, compile: bool = False) -> keras.Model:
     return keras.saving.load_model(path, compile=compile)
 
 
-# Modules of facekit 0.1 whose Keras objects now live elsewhere, so that models
-# and checkpoints saved before the move still load.
-_MOVED = {"facekit.optimizers": "facekit.fit.optimizers"}
+# Modules whose Keras objects now live elsewhere, so that models and checkpoints
+# saved before a move still load: the old module name -> the modules to import.
+_MOVED = {
+    "facekit.optimizers": ("facekit.fit.optimizers",),
+    "facekit.model.state": ("facekit.model.losses",),
+    "facekit_plugins.keras_losses": ("facekit_plugins.losses.margin",),
+    "facekit_plugins.keras_adaptive_losses": ("facekit_plugins.losses.adaptive",),
+    "facekit_plugins.keras_necks": ("facekit_plugins.necks.layers",),
+    "facekit_plugins.keras_layers": ("facekit_plugins.heads.normdense",
+                                     "facekit_plugins.backbones.blocks"),
+}
+# facekit's own modules that define Keras objects: the only ones a model file may ask for.
+KERAS_MODULES = ("facekit.fit.metrics", "facekit.fit.optimizers", "facekit.fit.partial_fc",
+                 "facekit.model.losses",
+                 "facekit_plugins.backbones.blocks", "facekit_plugins.heads.normdense",
+                 "facekit_plugins.losses.adaptive", "facekit_plugins.losses.margin",
+                 "facekit_plugins.necks.layers")
 
 
 def import_custom_objects(path: Path) -> None:
-    """Import the plugin modules that define the model's custom Keras objects.
+    """Import the modules that define the model's custom Keras objects.
 
     Keras finds a custom class only once its module has registered it; the
-    saved config names that module.  Only modules of installed facekit plugin
-    packages are imported.
+    saved config names that module.  The file is data: it can only choose among
+    facekit's own modules that define Keras objects (``KERAS_MODULES``, and the
+    old names in ``_MOVED``) and modules of installed third-party plugin
+    packages, never a ``__main__`` or a private module; anything else it names is
+    left to Keras' safe loading, which refuses what it does not know.
     """
     try:
         with zipfile.ZipFile(path) as archive:
             config = json.loads(archive.read("config.json"))
-    except (zipfile.BadZipFile, KeyError, json.JSONDecodeError) as exc:
+    except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise FacekitError(f"'{path}' is not a Keras 3 .keras model file ({exc}).") from None
-    allowed = {"facekit", "facekit_plugins"} | {
-        ep.value.split(":")[0].split(".")[0]
-        for ep in metadata.entry_points(group="facekit")}
+    third_party = {ep.value.split(":")[0].split(".")[0]
+                   for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)} - {
+        "facekit", "facekit_plugins"}
     for module in sorted(_config_modules(config)):
-        if module.split(".")[0] in allowed:
-            importlib.import_module(_MOVED.get(module, module))
+        for name in _MOVED.get(module, (module,)):
+            parts = name.split(".")
+            if name in KERAS_MODULES or (
+                    parts[0] in third_party
+                    and not any(part.startswith("_") for part in parts)
+                    and importlib.util.find_spec(name) is not None):
+                importlib.import_module(name)
 
 
 def _config_modules(node) -> set[str]:

@@ -2,20 +2,21 @@
 
 Every factory takes the feature-map shape, the run's ``--embedding-size`` and
 ``--dropout`` (facekit passes them); its keyword arguments are the options
-``--neck-opt`` sets and ``facekit list-plugins`` shows.  The Keras models are
-built by ``facekit_plugins.keras_necks``.
+``--neck-opt`` sets and ``facekit list-plugins`` shows, their defaults stated here
+once.  The Keras models are built by ``facekit_plugins.necks.layers``.
 """
 
 from __future__ import annotations
 
 from facekit import hookimpl
+from facekit.declare import Check, at_least
 from facekit_plugins.backbones import DEFAULT_BN_MOMENTUM
 
 
 def _build(name, *args, **options):
-    from facekit_plugins import keras_necks
+    from facekit_plugins.necks import layers
 
-    return getattr(keras_necks, name)(*args, **options)
+    return getattr(layers, name)(*args, **options)
 
 
 def gap(feature_shape, embedding_size, dropout, *, use_bias=True):
@@ -58,9 +59,13 @@ def gnap(feature_shape, embedding_size, dropout, *, use_bias=True,
 
 
 NECKS = (gap, flatten, gdc, e, f, gnap)
+_MOMENTUM = Check(lambda value: 0 <= value < 1, "must be in [0, 1)")
 
 
 @hookimpl
 def facekit_register_necks(register):
     for factory in NECKS:
-        register(factory.__name__, factory)
+        checks = {"bn_momentum": _MOMENTUM} if "bn_momentum" in factory.__kwdefaults__ else {}
+        if factory is gdc:
+            checks["pointwise"] = at_least(0)
+        register(factory.__name__, factory, checks=checks)

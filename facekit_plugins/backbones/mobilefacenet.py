@@ -13,18 +13,12 @@ from __future__ import annotations
 
 import keras
 
-from facekit.errors import FacekitError
-from facekit_plugins.face_blocks import batchnorm, conv, depthwise, int_list, normalize, prelu
-
-
+from facekit_plugins.backbones.blocks import batchnorm, conv, depthwise, normalize, prelu
 
 def mobilefacenet(input_shape, scale: int, blocks, features: int,
                   bn_momentum: float) -> keras.Model:
-    """MobileFaceNet mapping [0, 255] pixels to a ``features``-channel map (7x7 at 112)."""
-    blocks = int_list(blocks, "blocks")
-    if len(blocks) != 4:
-        raise FacekitError(f"mobilefacenet takes four block counts (blocks=1,4,6,2), got "
-                           f"{len(blocks)}.")
+    """MobileFaceNet mapping [0, 255] pixels to a ``features``-channel map (7x7 at 112);
+    ``blocks`` holds the block counts of its four stages."""
     narrow, wide = 64 * scale, 128 * scale
     inputs = keras.Input(shape=tuple(input_shape), name="image")
     x = normalize()(inputs)

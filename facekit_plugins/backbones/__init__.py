@@ -2,16 +2,17 @@
 and ``keras.applications`` models without their top.
 
 Registration stays light: each factory's signature declares its options and
-defaults, and the module that builds the Keras model is imported when called.
+defaults (stated here once), ``checks`` bound them when the run is planned, and
+the module that builds the Keras model (``iresnet``, ``mobilefacenet``,
+``ghostfacenet``, ``applications``) is imported when the factory is called.
 """
 
 from __future__ import annotations
 
 import inspect
-import os
 
 from facekit import hookimpl
-from facekit.errors import FacekitError
+from facekit.declare import Check, positive
 
 # name: (keras.applications class, preprocessing its weights expect, extra options)
 # preprocessing None: the application includes its own (MobileNetV3).
@@ -35,57 +36,13 @@ APPLICATIONS = {
 DEFAULT_BN_MOMENTUM = 0.9
 
 
-def build_application(class_name, preprocessing, input_shape, weights, bn_momentum, **options):
-    """A keras.applications model taking raw [0, 255] pixels, with BatchNorm momentum set."""
-    import keras
-
-    from facekit_plugins.keras_layers import ImagePreprocessing
-
-    inputs = keras.Input(shape=tuple(input_shape), name="image")
-    features = inputs if preprocessing is None else ImagePreprocessing(
-        preprocessing, name="preprocessing")(inputs)
-    try:
-        model = getattr(keras.applications, class_name)(
-            input_tensor=features, include_top=False, weights=resolve_weights(weights),
-            **options)
-    except FacekitError:
-        raise
-    except Exception as exc:
-        if str(weights).lower() == "imagenet" and _is_download_error(exc):
-            raise FacekitError(
-                f"Could not download the ImageNet weights for {class_name} ({exc}); check the "
-                "network, or use --backbone-opt weights=none or weights=PATH to a weights "
-                "file.") from None
-        raise
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization) and bn_momentum is not None:
-            layer.momentum = float(bn_momentum)
-    return model
-
-
-def resolve_weights(weights):
-    """``none`` -> None, ``imagenet`` stays, anything else must be an existing file."""
-    if weights is None or str(weights).lower() in ("none", ""):
-        return None
-    if str(weights).lower() == "imagenet":
-        return "imagenet"
-    if not os.path.isfile(weights):
-        raise FacekitError(
-            f"The backbone weights file '{weights}' does not exist; use weights=none, "
-            "weights=imagenet or the path of a weights file.")
-    return os.fspath(weights)
-
-
-def _is_download_error(exc):
-    text = f"{type(exc).__name__} {exc}".lower()
-    return any(word in text for word in ("url", "fetch", "download", "connection", "resolve"))
-
-
 def application_factory(class_name, preprocessing, extra_options):
     """A factory whose signature lists the options users may set."""
     defaults = {"weights": "none", "bn_momentum": DEFAULT_BN_MOMENTUM, **extra_options}
 
     def factory(input_shape=(112, 112, 3), **options):
+        from facekit_plugins.backbones.applications import build_application
+
         return build_application(class_name, preprocessing, input_shape,
                                  **{**defaults, **options})
 
@@ -110,37 +67,62 @@ IRESNET_DEPTHS = {
 
 def iresnet_factory(depth: int):
     def factory(input_shape=(112, 112, 3), *, width=1.0, bn_momentum=DEFAULT_BN_MOMENTUM):
-        from facekit_plugins.iresnet import iresnet
+        from facekit_plugins.backbones.iresnet import iresnet
 
-        return iresnet(input_shape, depth, width=width, bn_momentum=bn_momentum)
+        return iresnet(input_shape, IRESNET_DEPTHS[depth], width=width,
+                       bn_momentum=bn_momentum, name=f"iresnet{depth}")
 
     factory.__doc__ = f"insightface's IResNet-{depth} (arcface_torch r{depth}); width scales it."
     return factory
 
 
-def mobilefacenet(input_shape=(112, 112, 3), *, scale=2, blocks="1,4,6,2", features=512,
+def mobilefacenet_backbone(input_shape=(112, 112, 3), *, scale=2, blocks="1,4,6,2", features=512,
                   bn_momentum=DEFAULT_BN_MOMENTUM):
     """MobileFaceNet (arcface_torch mbf; mbf_large: scale=4, blocks=2,8,12,4)."""
-    from facekit_plugins.mobilefacenet import mobilefacenet as build
+    from facekit_plugins.backbones.mobilefacenet import mobilefacenet as build
 
-    return build(input_shape, scale=scale, blocks=blocks, features=features,
+    return build(input_shape, scale=scale, blocks=int_list(blocks), features=features,
                  bn_momentum=bn_momentum)
 
 
-def ghostfacenet(input_shape=(112, 112, 3), *, width=1.3, strides=2,
+def ghostfacenet_backbone(input_shape=(112, 112, 3), *, width=1.3, strides=2,
                  bn_momentum=DEFAULT_BN_MOMENTUM):
     """GhostFaceNetV1 (GhostNet, PReLU); strides=1 for its S1 variant."""
-    from facekit_plugins.ghostfacenet import ghostfacenet as build
+    from facekit_plugins.backbones.ghostfacenet import ghostfacenet as build
 
     return build(input_shape, width=width, strides=strides, bn_momentum=bn_momentum)
+
+
+def int_list(text) -> list[int]:
+    """``"1,4,6,2"`` (a command-line option) or a sequence -> [1, 4, 6, 2]."""
+    parts = text.split(",") if isinstance(text, str) else text
+    return [int(part) for part in parts]
+
+
+def _four_counts(text) -> bool:
+    try:
+        counts = int_list(text)
+    except (TypeError, ValueError):
+        return False
+    return len(counts) == 4 and all(count >= 1 for count in counts)
+
+
+_MOMENTUM = Check(lambda value: 0 <= value < 1, "must be in [0, 1)")
+_WIDTH = {"width": positive(), "bn_momentum": _MOMENTUM}
+_ALPHA = {"alpha": positive(), "bn_momentum": _MOMENTUM}
 
 
 @hookimpl
 def facekit_register_backbones(register):
     for depth in IRESNET_DEPTHS:
-        register(f"iresnet{depth}", iresnet_factory(depth), neck="e")
-    register("mobilefacenet", mobilefacenet, neck="gdc")
-    register("ghostfacenet", ghostfacenet, neck="gdc")
+        register(f"iresnet{depth}", iresnet_factory(depth), neck="e", checks=_WIDTH)
+    register("mobilefacenet", mobilefacenet_backbone, neck="gdc", checks={
+        "scale": positive(), "features": positive(), "bn_momentum": _MOMENTUM,
+        "blocks": Check(_four_counts, "must be four whole numbers of at least 1, e.g. 1,4,6,2")})
+    register("ghostfacenet", ghostfacenet_backbone, neck="gdc", checks={
+        **_WIDTH, "strides": Check(lambda value: value in (1, 2), "must be 1 or 2")})
     for name, (class_name, preprocessing, extra_options) in APPLICATIONS.items():
+        checks = {key: check for key, check in _ALPHA.items()
+                  if key in extra_options or key == "bn_momentum"}
         register(name, application_factory(class_name, preprocessing, extra_options),
-                 neck="gdc")
+                 neck="gdc", checks=checks)

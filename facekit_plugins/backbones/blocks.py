@@ -1,4 +1,12 @@
-"""Custom Keras layers used by the built-in plugins (Keras 3, backend-agnostic)."""
+"""Building blocks shared by the backbones (Keras 3 layers only): the input
+normalizations, PyTorch-padded convolutions, and ``GroupConv2D``.
+
+The references are PyTorch (insightface's arcface_torch) and tf.keras
+(GhostFaceNets); the blocks keep their layer order, padding and BatchNorm
+settings so that parameter counts match and weights could be ported.
+"""
+
+from __future__ import annotations
 
 import keras
 from keras import ops
@@ -6,6 +14,54 @@ from keras import ops
 _CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 _TORCH_MEAN = (0.485, 0.456, 0.406)
 _TORCH_STD = (0.229, 0.224, 0.225)
+# PyTorch's BatchNorm epsilon (its momentum 0.1 is the backbones' default
+# bn_momentum 0.9 in Keras terms).
+BN_EPSILON = 1e-5
+# arcface_torch initializes convolutions with Kaiming normal (fan out).
+KERNEL_INIT = "he_normal"
+
+
+def normalize(name: str = "normalize") -> keras.layers.Layer:
+    """[0, 255] pixels -> [-1, 1], the (x - 127.5) / 127.5 of every reference."""
+    return keras.layers.Rescaling(1 / 127.5, offset=-1.0, name=name)
+
+
+def batchnorm(x, momentum: float, name: str, epsilon: float = BN_EPSILON):
+    return keras.layers.BatchNormalization(momentum=momentum, epsilon=epsilon, name=name)(x)
+
+
+def prelu(x, name: str):
+    """Per-channel PReLU starting at 0.25, as torch.nn.PReLU(channels)."""
+    return keras.layers.PReLU(alpha_initializer=keras.initializers.Constant(0.25),
+                              shared_axes=[1, 2], name=name)(x)
+
+
+def conv(x, filters: int, kernel: int, name: str, strides: int = 1, groups: int = 1,
+         use_bias: bool = False):
+    """A convolution padded like PyTorch's ``padding=kernel // 2`` (symmetric, also at
+    stride 2, where Keras's "same" would pad one side only); a grouped one is
+    computed as a depthwise convolution (``GroupConv2D``), fast on a CPU too."""
+    x, padding = _torch_padding(x, kernel, strides, name)
+    layer = GroupConv2D if groups > 1 else keras.layers.Conv2D
+    return layer(filters, kernel, strides=strides, padding=padding, groups=groups,
+                 use_bias=use_bias, kernel_initializer=KERNEL_INIT, name=name)(x)
+
+
+def depthwise(x, kernel: int, name: str, strides: int = 1):
+    """A depthwise convolution padded like PyTorch's ``padding=kernel // 2``."""
+    x, padding = _torch_padding(x, kernel, strides, name)
+    return keras.layers.DepthwiseConv2D(kernel, strides=strides, padding=padding,
+                                        use_bias=False, depthwise_initializer=KERNEL_INIT,
+                                        name=name)(x)
+
+
+def _torch_padding(x, kernel: int, strides: int, name: str):
+    """PyTorch's symmetric ``padding=kernel // 2``: explicit zeros before a strided
+    convolution, Keras's "same" (identical there) at stride 1."""
+    pad = kernel // 2
+    if pad and strides > 1:
+        return keras.layers.ZeroPadding2D(pad, name=f"{name}_pad")(x), "valid"
+    return x, "same" if pad else "valid"
 
 
 @keras.saving.register_keras_serializable(package="facekit")
@@ -41,76 +97,6 @@ class ImagePreprocessing(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "mode": self.mode}
-
-
-@keras.saving.register_keras_serializable(package="facekit")
-class NormDense(keras.layers.Layer):
-    """Cosine between the (L2-normalized) embedding and each class's weight vector.
-
-    The weights are L2-normalized along the input axis, so each class centre is
-    a unit vector; with ``normalize_embedding`` the output is the cosine in
-    [-1, 1] that margin losses such as ArcFace expect.  With ``append_norm`` the
-    embedding's L2 norm follows as one last column (for AdaFace, MagFace).
-    """
-
-    def __init__(self, units, normalize_embedding=True, append_norm=False,
-                 kernel_initializer="glorot_normal", kernel_regularizer=None, **kwargs):
-        super().__init__(**kwargs)
-        self.units = int(units)
-        self.normalize_embedding = bool(normalize_embedding)
-        self.append_norm = bool(append_norm)
-        self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
-
-    centers = 1  # weight vectors per class
-
-    def build(self, input_shape):
-        self.kernel = self.add_weight(
-            name="kernel", shape=(input_shape[-1], self.units * self.centers),
-            initializer=self.kernel_initializer, regularizer=self.kernel_regularizer)
-
-    def call(self, inputs):
-        kernel = ops.normalize(ops.cast(self.kernel, self.compute_dtype), axis=0)
-        x = ops.cast(inputs, self.compute_dtype)
-        scores = self.scores(ops.normalize(x, axis=-1) if self.normalize_embedding else x,
-                             kernel)
-        if not self.append_norm:
-            return scores
-        return ops.concatenate([scores, ops.norm(x, axis=-1, keepdims=True)], axis=-1)
-
-    def scores(self, x, kernel):
-        return ops.matmul(x, kernel)
-
-    def compute_output_shape(self, input_shape):
-        return (*input_shape[:-1], self.units + int(self.append_norm))
-
-    def get_config(self):
-        return {
-            **super().get_config(),
-            "units": self.units,
-            "normalize_embedding": self.normalize_embedding,
-            "append_norm": self.append_norm,
-            "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
-            "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer),
-        }
-
-
-@keras.saving.register_keras_serializable(package="facekit")
-class SubCenterNormDense(NormDense):
-    """Sub-center ArcFace's head: ``centers`` unit vectors per class, and a class's
-    cosine is the largest over its centers, so noisy images can gather at a
-    sub-center of their own instead of pulling the class apart."""
-
-    def __init__(self, units, centers=3, **kwargs):
-        super().__init__(units, **kwargs)
-        self.centers = int(centers)
-
-    def scores(self, x, kernel):
-        cosines = ops.reshape(ops.matmul(x, kernel), (-1, self.units, self.centers))
-        return ops.max(cosines, axis=-1)
-
-    def get_config(self):
-        return {**super().get_config(), "centers": self.centers}
 
 
 @keras.saving.register_keras_serializable(package="facekit")

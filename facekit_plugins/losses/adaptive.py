@@ -1,7 +1,7 @@
 """Margin losses that adapt: to running statistics (CurricularFace, AdaFace, dynamic
 AdaCos) or to the embedding's norm (AdaFace, MagFace).
 
-State lives in the training model (facekit.model.state): these losses read and
+State lives in the training model (facekit.model.losses.LossState): these losses read and
 assign ``self.state``.  A loss that needs the norm gets the head's
 "cosine+norm" scores, whose last column is the embedding's L2 norm.  Each
 follows its authors' reference code; the tests hold them to NumPy versions.
@@ -12,8 +12,7 @@ import math
 import keras
 from keras import ops
 
-from facekit.model.state import StatefulLoss
-from facekit_plugins.keras_losses import COSINE_EPSILON, _ClassificationLoss
+from facekit.model.losses import COSINE_EPSILON, MarginLoss, StatefulLoss
 
 
 def _blend(variable, value, momentum):
@@ -24,13 +23,12 @@ def _blend(variable, value, momentum):
 
 
 @keras.saving.register_keras_serializable(package="facekit")
-class CurricularFaceLoss(StatefulLoss, _ClassificationLoss):
+class CurricularFaceLoss(StatefulLoss, MarginLoss):
     """CurricularFace (Huang et al. 2020): ArcFace on the target, and negatives harder
     than the target's margin cosine re-weighted to cos·(t + cos), where t is a
     running mean of the target cosine (updated before use, as in the reference)."""
 
-    def __init__(self, scale=64.0, margin=0.5, momentum=0.01, name="curricularface",
-                 **kwargs):
+    def __init__(self, *, scale, margin, momentum, name="curricularface", **kwargs):
         super().__init__(name=name, **kwargs)
         self.scale, self.margin, self.momentum = float(scale), float(margin), float(momentum)
 
@@ -56,7 +54,7 @@ class CurricularFaceLoss(StatefulLoss, _ClassificationLoss):
 
 
 @keras.saving.register_keras_serializable(package="facekit")
-class AdaFaceLoss(StatefulLoss, _ClassificationLoss):
+class AdaFaceLoss(StatefulLoss, MarginLoss):
     """AdaFace (Kim et al. 2022): the margin follows image quality, estimated by the
     embedding norm standardized with running batch statistics:
     z = clip(h·(‖x‖ − μ)/(σ + ε), −1, 1); target logit cos(θ − m·z) − (m + m·z)."""
@@ -64,8 +62,7 @@ class AdaFaceLoss(StatefulLoss, _ClassificationLoss):
     needs_norm = True
     eps = 1e-3  # the reference's clamp of cosines and angles
 
-    def __init__(self, scale=64.0, margin=0.4, h=0.333, momentum=0.01, name="adaface",
-                 **kwargs):
+    def __init__(self, *, scale, margin, h, momentum, name="adaface", **kwargs):
         super().__init__(name=name, **kwargs)
         self.scale, self.margin, self.h = float(scale), float(margin), float(h)
         self.momentum = float(momentum)
@@ -94,7 +91,7 @@ class AdaFaceLoss(StatefulLoss, _ClassificationLoss):
 
 
 @keras.saving.register_keras_serializable(package="facekit")
-class MagFaceLoss(_ClassificationLoss):
+class MagFaceLoss(MarginLoss):
     """MagFace (Meng et al. 2021): an ArcFace margin growing linearly with the
     embedding norm clipped to [l_a, u_a], from l_margin to u_margin, plus
     lambda_g·g(‖x‖) with g(a) = a/u_a² + 1/a, which rewards larger norms for
@@ -102,8 +99,8 @@ class MagFaceLoss(_ClassificationLoss):
 
     needs_norm = True
 
-    def __init__(self, scale=64.0, l_a=10.0, u_a=110.0, l_margin=0.45, u_margin=0.8,
-                 lambda_g=35.0, name="magface", **kwargs):
+    def __init__(self, *, scale, l_a, u_a, l_margin, u_margin, lambda_g, name="magface",
+                 **kwargs):
         super().__init__(name=name, **kwargs)
         self.scale, self.l_a, self.u_a = float(scale), float(l_a), float(u_a)
         self.l_margin, self.u_margin, self.lambda_g = (float(l_margin), float(u_margin),
@@ -136,13 +133,13 @@ def adacos_fixed_scale(num_classes: int) -> float:
 
 
 @keras.saving.register_keras_serializable(package="facekit")
-class AdaCosLoss(StatefulLoss, _ClassificationLoss):
+class AdaCosLoss(StatefulLoss, MarginLoss):
     """AdaCos (Zhang et al. 2019): softmax of scale·cos θ without a margin, where the
     scale is √2·ln(C − 1) or, with ``dynamic``, re-estimated every step as
     ln(B_avg)/cos(min(π/4, θ_med)) from the batch (B_avg: the mean over samples of
     the summed non-target exp(s·cos); θ_med: the median target angle)."""
 
-    def __init__(self, dynamic=False, name="adacos", **kwargs):
+    def __init__(self, *, dynamic, name="adacos", **kwargs):
         super().__init__(name=name, **kwargs)
         self.dynamic = bool(dynamic)
 

@@ -2,7 +2,8 @@
 
 Every loss takes integer labels of shape (batch,) or (batch, 1), or one-hot
 labels of shape (batch, classes), and computes in float32 whatever the
-model's precision.  Cosines are clipped before acos/sqrt so neither the loss
+model's precision (facekit.model.losses.MarginLoss).  Their options' defaults are
+the factories' in ``facekit_plugins.losses``.  Cosines are clipped before acos/sqrt so neither the loss
 nor its gradient can be NaN or infinite at cos = ±1.
 """
 
@@ -11,56 +12,13 @@ import math
 import keras
 from keras import ops
 
-# Keep cosines this far inside [-1, 1]: acos' and sqrt's derivatives are
-# infinite at the ends, and float32 rounding can push a cosine past them.
-COSINE_EPSILON = 1e-6
-
-
-def one_hot_targets(y_true, scores):
-    """One-hot float32 targets from integer or one-hot labels."""
-    classes = scores.shape[-1]
-    if len(y_true.shape) == len(scores.shape) and y_true.shape[-1] == classes and classes != 1:
-        return ops.cast(y_true, "float32")
-    labels = ops.reshape(ops.cast(y_true, "int32"), (-1,))
-    return ops.one_hot(labels, classes, dtype="float32")
-
-
-class _ClassificationLoss(keras.losses.Loss):
-    """Cross-entropy of ``self.logits(targets, scores, norms)`` against the targets.
-
-    A loss with ``needs_norm`` receives scores whose last column is the
-    embedding's L2 norm (a head's "cosine+norm" output) and gets it as
-    ``norms``; ``penalty(norms)`` adds a per-sample term (MagFace's).
-    """
-
-    label_smoothing = 0.0
-    needs_norm = False
-    # The number of classes, when the scores cover a sample of them (partial-fc sets it).
-    num_classes = None
-
-    def call(self, y_true, y_pred):
-        scores = ops.cast(y_pred, "float32")
-        norms = None
-        if self.needs_norm:
-            scores, norms = scores[..., :-1], scores[..., -1]
-        targets = one_hot_targets(y_true, scores)
-        logits = self.logits(targets, scores, norms)
-        loss = keras.losses.categorical_crossentropy(
-            targets, logits, from_logits=True, label_smoothing=self.label_smoothing)
-        return loss if norms is None else loss + self.penalty(norms)
-
-    def logits(self, targets, scores, norms=None):
-        raise NotImplementedError
-
-    def penalty(self, norms):
-        return ops.zeros_like(norms)
-
+from facekit.model.losses import COSINE_EPSILON, MarginLoss
 
 @keras.saving.register_keras_serializable(package="facekit")
-class SoftmaxLoss(_ClassificationLoss):
+class SoftmaxLoss(MarginLoss):
     """Softmax cross-entropy from logits, with optional label smoothing."""
 
-    def __init__(self, label_smoothing=0.0, name="softmax", **kwargs):
+    def __init__(self, *, label_smoothing, name="softmax", **kwargs):
         super().__init__(name=name, **kwargs)
         self.label_smoothing = float(label_smoothing)
 
@@ -83,7 +41,7 @@ def combined_margin_logits(targets, scores, multiplicative, angular, additive, s
 
 
 @keras.saving.register_keras_serializable(package="facekit")
-class ArcFaceLoss(_ClassificationLoss):
+class ArcFaceLoss(MarginLoss):
     """The design notes' combined margin: target logit cos(m1·θ + m3) − m2, times scale.
 
     Beware the naming: here margin2 is the additive *cosine* margin and margin3
@@ -92,8 +50,7 @@ class ArcFaceLoss(_ClassificationLoss):
     margin2=0, margin3=0.5.
     """
 
-    def __init__(self, margin1=0.9, margin2=0.4, margin3=0.15, scale=64.0,
-                 name="arcface", **kwargs):
+    def __init__(self, *, margin1, margin2, margin3, scale, name="arcface", **kwargs):
         super().__init__(name=name, **kwargs)
         self.margin1, self.margin2, self.margin3 = float(margin1), float(margin2), float(margin3)
         self.scale = float(scale)
@@ -108,12 +65,12 @@ class ArcFaceLoss(_ClassificationLoss):
 
 
 @keras.saving.register_keras_serializable(package="facekit")
-class CombinedMarginLoss(_ClassificationLoss):
+class CombinedMarginLoss(MarginLoss):
     """insightface's combined margin with insightface's names: target logit
     cos(m1·θ + m2) − m3, times scale (m1 multiplicative angular, SphereFace; m2
     additive angular, ArcFace; m3 additive cosine, CosFace)."""
 
-    def __init__(self, m1=1.0, m2=0.5, m3=0.0, scale=64.0, name="combined", **kwargs):
+    def __init__(self, *, m1, m2, m3, scale, name="combined", **kwargs):
         super().__init__(name=name, **kwargs)
         self.m1, self.m2, self.m3, self.scale = float(m1), float(m2), float(m3), float(scale)
 
@@ -126,10 +83,10 @@ class CombinedMarginLoss(_ClassificationLoss):
 
 
 @keras.saving.register_keras_serializable(package="facekit")
-class CosFaceLoss(_ClassificationLoss):
+class CosFaceLoss(MarginLoss):
     """CosFace (large margin cosine loss): scale · (cos θ − margin) on the target."""
 
-    def __init__(self, scale=64.0, margin=0.35, name="cosface", **kwargs):
+    def __init__(self, *, scale, margin, name="cosface", **kwargs):
         super().__init__(name=name, **kwargs)
         self.scale, self.margin = float(scale), float(margin)
 
@@ -141,15 +98,15 @@ class CosFaceLoss(_ClassificationLoss):
 
 
 @keras.saving.register_keras_serializable(package="facekit")
-class ElasticFaceLoss(_ClassificationLoss):
+class ElasticFaceLoss(MarginLoss):
     """ElasticFace: ArcFace (``angular``) or CosFace margins drawn per sample from
     N(margin, std²) at every step.  With ``plus`` (ElasticFace+) the drawn margins
     are sorted and handed out by the order of the target cosines, indexed as the
     reference code does (fdbtrs/ElasticFace).  Angular margins that would take the
     angle past π leave the target's plain cosine, as ``arcface`` does."""
 
-    def __init__(self, scale=64.0, margin=0.5, std=0.05, plus=False, angular=True, seed=None,
-                 name="elasticface", **kwargs):
+    def __init__(self, *, scale, margin, std, plus, angular, seed=None, name="elasticface",
+                 **kwargs):
         super().__init__(name=name, **kwargs)
         self.scale, self.margin, self.std = float(scale), float(margin), float(std)
         self.plus, self.angular = bool(plus), bool(angular)
@@ -179,14 +136,14 @@ class ElasticFaceLoss(_ClassificationLoss):
 
 
 @keras.saving.register_keras_serializable(package="facekit")
-class ArcFaceSimpleLoss(_ClassificationLoss):
+class ArcFaceSimpleLoss(MarginLoss):
     """ArcFace as cos(θ + m) = cos·cos(m) − sin·sin(m), times scale.
 
     Past the threshold cos(π − m) the angle plus margin would exceed π, so the
     target falls back to cos − sin(m)·m, keeping the logit monotonic in θ.
     """
 
-    def __init__(self, scale=64.0, margin=0.45, name="arcface_simple", **kwargs):
+    def __init__(self, *, scale, margin, name="arcface_simple", **kwargs):
         super().__init__(name=name, **kwargs)
         self.scale, self.margin = float(scale), float(margin)
 

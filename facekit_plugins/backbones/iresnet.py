@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import keras
 
-from facekit_plugins.backbones import IRESNET_DEPTHS
-from facekit_plugins.face_blocks import batchnorm, conv, normalize, prelu
+from facekit_plugins.backbones.blocks import batchnorm, conv, normalize, prelu
 
 STAGE_FILTERS = (64, 128, 256, 512)
 
 
-def iresnet(input_shape, depth: int, width: float, bn_momentum: float) -> keras.Model:
-    """IResNet-``depth`` mapping [0, 255] pixels to its last feature map.
+def iresnet(input_shape, blocks, *, width: float, bn_momentum: float,
+            name: str = "iresnet") -> keras.Model:
+    """An IResNet with ``blocks`` residual blocks in each of its four stages, mapping
+    [0, 255] pixels to its last feature map.
 
     ``width`` scales every stage's channels (1.0 is the reference; smaller widths
     are for tests and quick experiments).
@@ -30,11 +31,11 @@ def iresnet(input_shape, depth: int, width: float, bn_momentum: float) -> keras.
     x = conv(x, filters[0], 3, name="stem_conv")
     x = batchnorm(x, bn_momentum, name="stem_bn")
     x = prelu(x, name="stem_prelu")
-    for stage, (blocks, channels) in enumerate(zip(IRESNET_DEPTHS[depth], filters), 1):
-        for block in range(1, blocks + 1):
+    for stage, (count, channels) in enumerate(zip(blocks, filters), 1):
+        for block in range(1, count + 1):
             x = _block(x, channels, 2 if block == 1 else 1, bn_momentum,
                        name=f"stage{stage}_block{block}")
-    return keras.Model(inputs, x, name=f"iresnet{depth}")
+    return keras.Model(inputs, x, name=name)
 
 
 def _block(x, filters: int, strides: int, bn_momentum: float, name: str):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from facekit_plugins.face_blocks import BN_EPSILON
+from facekit_plugins.backbones.blocks import BN_EPSILON
 
 NECK = "neck"
 

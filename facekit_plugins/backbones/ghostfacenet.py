@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import keras
 
-from facekit_plugins.face_blocks import batchnorm, normalize, prelu
+from facekit_plugins.backbones.blocks import batchnorm, normalize, prelu
 
 # GhostNet's table 1 as GhostFaceNets builds it (its last expansion is 512, not 960):
 # (depthwise kernel, expansion, output, squeeze-excite ratio, stride)
