@@ -71,7 +71,7 @@ def run(folder: Path, work: Path, epochs: float) -> None:
     import tensorflow as tf
 
     from facekit.data.pipeline import make_dataset
-    from facekit.data.index import load_index
+    from facekit.data.sources import load_index
     from facekit.data.shards import pack, shard_dataset
     from facekit.data.shards import record_bucket
     from facekit.data.recordio import write_recordio
@@ -145,7 +145,8 @@ def run(folder: Path, work: Path, epochs: float) -> None:
 
 
 def index_load_time(work: Path) -> None:
-    from facekit.data.index import DatasetIndex, _read_table, _write_table
+    from facekit.data.index import DatasetIndex, _read_cache, _write_cache
+    from facekit.data.readers import FILES
 
     n = 1_000_000
     labels = (np.arange(n) // 68).astype(np.int32)
@@ -153,11 +154,9 @@ def index_load_time(work: Path) -> None:
                       for i, c in enumerate(labels)])
     classes = [f"{c:05d}" for c in range(labels.max() + 1)]
     table, meta = work / "index.feather", work / "index.json"
-    _write_table(DatasetIndex(paths, labels, classes), table, meta, "key", True)
-    import json
-
+    _write_cache(DatasetIndex(paths, labels, classes), table, meta, "key", True)
     started = time.perf_counter()
-    loaded = _read_table(table, json.loads(meta.read_text()))
+    loaded = _read_cache(table, meta, "key", True, FILES)
     seconds = time.perf_counter() - started
     assert len(loaded) == n
     print(f"\ncached index of {n:,} entries ({len(classes):,} identities) loads in "

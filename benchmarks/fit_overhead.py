@@ -104,7 +104,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="facekit-overhead-"))
 
     from facekit.data.demo import write_demo_dataset
-    from facekit.data.index import load_index
+    from facekit.data.sources import load_index
 
     folder = write_demo_dataset(work / "faces", identities=20, images_per_identity=40,
                                 size=64, seed=0)

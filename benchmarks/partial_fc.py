@@ -44,7 +44,7 @@ def measure(classes: int, head: str, rate: float, replicas: int, embedding_size:
     import keras
     import numpy as np
 
-    from facekit.fit.partial_fc import PartialFC, sample_size
+    from facekit.fit.partial_fc import sample_size
     from facekit.model import build_training_model
     from facekit.components import resolve
     from facekit.registry import get_registry

@@ -18,6 +18,7 @@ import typer
 
 from facekit import __version__
 from facekit.config import LOGS, OPTIONS, PANELS, STAGES, TrainConfig
+from facekit.data.shards import WRITERS
 from facekit.eval.export import FORMATS
 from facekit.errors import FacekitError
 from facekit.registry import KINDS, get_registry
@@ -38,7 +39,7 @@ def _choices(name: str, values) -> type[Enum]:
 # The choices come from the modules that own them, so they cannot drift apart.
 Kind = _choices("Kind", KINDS)
 ExportFormat = _choices("ExportFormat", FORMATS)
-PackFormat = _choices("PackFormat", ("shards", "rec"))
+PackFormat = _choices("PackFormat", WRITERS)
 
 
 def _version(value: bool) -> None:
@@ -352,7 +353,7 @@ def embed(
     _quiet_tensorflow()
     import pandas as pd
 
-    from facekit.data.index import load_index
+    from facekit.data.sources import load_index
     from facekit.eval.embedding import embed_paths, load_embedding_model
     from facekit.eval.verification import l2_normalize
 
@@ -455,7 +456,7 @@ def identify(
     import numpy as np
     import pandas as pd
 
-    from facekit.data.index import load_index
+    from facekit.data.sources import load_index
     from facekit.eval.embedding import embed_paths, load_embedding_model
     from facekit.eval.identify import (load_gallery, rank_accuracy, rank_candidates,
                                        similarities, true_ranks)
@@ -538,7 +539,7 @@ def index(
     """Build (or load) the cached index of a data folder and summarize it."""
     if verify:
         _quiet_tensorflow()
-    from facekit.data.index import load_index
+    from facekit.data.sources import load_index
 
     dataset_index = load_index(data, use_cache=not rebuild, verify=verify)
     typer.echo(dataset_index.summary(listed=50))
@@ -560,18 +561,17 @@ def pack(
     if images_per_shard < 1:
         raise FacekitError(f"--images-per-shard must be at least 1, got {images_per_shard}.")
     _quiet_tensorflow()
-    from facekit.data.index import load_index
-    from facekit.data.shards import pack as pack_shards
-    from facekit.data.shards import pack_recordio
+    from facekit.data.sources import load_index
 
     dataset_index = load_index(data)
+    writer = WRITERS[PackFormat(format).value]
     if PackFormat(format).value == "rec":
-        counts = pack_recordio(dataset_index, out, image_size=image_size)
+        counts = writer(dataset_index, out, image_size=image_size)
         typer.echo(f"\nWrote {counts['images']} images of {counts['classes']} identities to "
                    f"{out / 'train.rec'}")
         return
-    meta = pack_shards(dataset_index, out, images_per_shard=images_per_shard,
-                       image_size=image_size, seed=seed)
+    meta = writer(dataset_index, out, images_per_shard=images_per_shard,
+                  image_size=image_size, seed=seed)
     typer.echo(f"\nPacked {meta['images']} images of {len(meta['classes'])} identities into "
                f"{len(meta['shards'])} shard(s) in {out}")
 

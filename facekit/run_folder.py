@@ -19,13 +19,12 @@ folder.  Light: no TensorFlow, no Keras.
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from facekit.errors import FacekitError
+from facekit.files import write_atomic
 
 CONFIG_FILE = "config.toml"
 BASIC_MODEL_FILE = "basic_model.keras"
@@ -164,22 +163,6 @@ class RunFolder:
     def is_trained(self) -> bool:
         """Whether the run finished (its final training model was written)."""
         return self.model.is_file()
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a unique temporary file in the same folder and a
-    rename: readers (and other processes writing the same file) see the old or the new
-    file whole, never a mix."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w") as file:
-            file.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def model_file(path: str | Path) -> Path:

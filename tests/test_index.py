@@ -7,7 +7,8 @@ import pytest
 from PIL import Image
 
 from facekit.errors import FacekitError
-from facekit.data.index import cache_paths, load_index, scan_folder
+from facekit.data.index import cache_paths, scan_folder
+from facekit.data.sources import load_index
 from tests.conftest import TINY_TRAIN, run_facekit
 
 
@@ -135,3 +136,47 @@ def test_single_image_identities_are_reported(tmp_path, tinynet_plugin, capsys):
     facekit.train(data=str(root), output=str(tmp_path / "run"), head="softmax",
                   loss="softmax", val_split=0.2, **{**TINY_TRAIN, "verbose": 1})
     assert "1 identities have a single image" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("damage", [
+    lambda table, meta: meta.write_text("{not json"),
+    lambda table, meta: meta.write_text('{"fingerprint": 3}'),
+    lambda table, meta: table.write_bytes(b"garbage"),
+    lambda table, meta: table.write_bytes(table.read_bytes()[:40]),
+])
+def test_a_damaged_cache_counts_as_missing(tmp_path, damage):
+    root = make_folder(tmp_path / "data")
+    first = load_index(root, verify=False)
+    damage(*cache_paths(root))
+    again = load_index(root, verify=False)
+    assert list(again.paths) == list(first.paths) and again.classes == first.classes
+    assert len(load_index(root, verify=False)) == len(first)  # and the cache is whole again
+
+
+def _index_repeatedly(root, rounds):
+    for _ in range(rounds):
+        load_index(root, use_cache=True, verify=False)
+        cache_paths(root)[1].unlink(missing_ok=True)  # every round writes the cache again
+    return True
+
+
+def test_processes_indexing_the_same_folder_at_once_do_not_collide(tmp_path):
+    import concurrent.futures
+    import multiprocessing
+
+    root = make_folder(tmp_path / "data", identities=20, images=5)
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(3, mp_context=context) as pool:
+        done = list(pool.map(_index_repeatedly, [root] * 3, [15] * 3))
+    assert done == [True] * 3
+    table, _ = cache_paths(root)
+    assert not [p for p in table.parent.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_a_symlink_loop_is_one_sentence(tmp_path):
+    root = make_folder(tmp_path / "data")
+    (root / "loop").symlink_to(root / "loop")
+    index = load_index(root, use_cache=False, verify=False)
+    assert index.classes == ["id0", "id1", "id2"]  # the loop is neither a folder nor an image
+    (root / "id0" / "loop").symlink_to(root / "id0" / "loop")
+    assert len(load_index(root, use_cache=False, verify=False)) == 12

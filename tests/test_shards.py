@@ -8,7 +8,7 @@ import pytest
 import facekit
 from facekit.data.pipeline import make_dataset
 from facekit.errors import FacekitError
-from facekit.data.index import load_index
+from facekit.data.sources import load_index
 from facekit.data.shards import pack, read_meta, record_bucket, shard_dataset
 from facekit.data.sources import open_source
 from tests.conftest import TINY_TRAIN, run_facekit

@@ -10,7 +10,7 @@ from tests.conftest import REPO
 
 # Lower layers never import higher ones; a module may import its own layer and below.
 LAYERS = [
-    ("facekit.errors", "facekit.hookspecs", "facekit.declare"),
+    ("facekit.errors", "facekit.hookspecs", "facekit.declare", "facekit.files"),
     ("facekit.registry", "facekit.run_folder", "facekit.cluster"),
     ("facekit.components",),
     ("facekit.data",),

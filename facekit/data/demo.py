@@ -9,7 +9,6 @@ gives the same files.
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -17,18 +16,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from facekit.files import cache_dir
+
 DEMO_VERSION = 1
 DEFAULT_IDENTITIES = 20
 DEFAULT_IMAGES_PER_IDENTITY = 30
 _COMPLETE_MARKER = ".complete"
-
-
-def cache_dir() -> Path:
-    """facekit's cache folder: $FACEKIT_CACHE, else $XDG_CACHE_HOME/facekit, else ~/.cache/facekit."""
-    if os.environ.get("FACEKIT_CACHE"):
-        return Path(os.environ["FACEKIT_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "facekit"
 
 
 def demo_dataset_dir(identities: int = DEFAULT_IDENTITIES,

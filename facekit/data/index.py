@@ -1,15 +1,17 @@
-"""The dataset index: every usable image of an identity folder, cached between runs.
+"""The dataset index: every usable image of a dataset, cached between runs.
 
-Listing millions of files takes minutes, so the index (path, class id) is
-saved as a Feather table in facekit's cache folder, keyed by a fingerprint of
-the folder: the modification times of the data folder and of every identity
-folder, which change whenever a file or identity is added or removed.  A
-stale index is never served.
+Listing millions of files takes minutes, so an index (item, class id) is saved
+as a Feather table in facekit's cache folder, keyed by a fingerprint of its
+source: for an identity folder, the modification times of the data folder and of
+every identity folder, which change whenever a file or identity is added or
+removed.  A stale index is never served, and a damaged cache counts as missing.
 
 Building the index also checks every image the way training will read it
 (TensorFlow's decoders, in parallel), so a zero-byte, non-image, corrupt or
 truncated file is skipped and reported before training starts instead of
-failing a day-long run.
+failing a day-long run.  Which format a path holds is decided by
+``facekit.data.sources.open_source`` alone; this module indexes identity folders
+and holds what every format's index shares.
 """
 
 from __future__ import annotations
@@ -19,9 +21,12 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
+from facekit.files import cache_dir, unique_temporary
+from facekit.data.readers import FILES
 from facekit.errors import FacekitError
 
 # What TensorFlow decodes; anything else is converted by `facekit prepare`.
@@ -32,38 +37,37 @@ INDEX_VERSION = 1
 
 @dataclass
 class DatasetIndex:
-    """Every usable image with its class id; ``classes[id]`` is the identity's folder name.
+    """Every usable image with its class id; ``classes[id]`` is the identity's name.
 
-    ``paths`` are image files, or, when ``records`` names a ``.rec`` file, the byte
-    offsets of its image records (facekit.data.recordio).
+    Args:
+        paths: the items, one per image: file paths, or what ``reader`` reads
+            (byte offsets of a ``.rec``'s records, facekit.data.recordio).
+        labels: int32 class ids.
+        classes: the identity of each class id.
+        skipped: (name, reason) of what could not be used.
+        reader: how an item's image is read (facekit.data.readers).
     """
 
-    paths: np.ndarray  # str, or int64 offsets into ``records``
-    labels: np.ndarray  # int32
+    paths: np.ndarray
+    labels: np.ndarray
     classes: list[str]
-    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
-    records: str | None = None
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    reader: object = FILES
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def subset(self, mask: np.ndarray) -> "DatasetIndex":
         return DatasetIndex(self.paths[mask], self.labels[mask], self.classes,
-                            records=self.records)
+                            reader=self.reader)
 
     def encoded(self, position: int) -> bytes:
-        """The encoded image at ``position``: a file's bytes or a record's image."""
-        if self.records is None:
-            return Path(self.paths[position]).read_bytes()
-        from facekit.data.recordio import open_record_file
-
-        return open_record_file(self.records).image(int(self.paths[position]))
+        """The encoded image at ``position``."""
+        return self.reader.encoded(self.paths[position])
 
     def name(self, position: int) -> str:
         """How a message names the image at ``position``."""
-        if self.records is None:
-            return str(self.paths[position])
-        return f"{self.records} record at byte {int(self.paths[position])}"
+        return self.reader.name(self.paths[position])
 
     def counts(self) -> np.ndarray:
         return np.bincount(self.labels, minlength=len(self.classes))
@@ -91,14 +95,14 @@ def scan_folder(root: str | Path) -> DatasetIndex:
         return _scan_pattern(str(root))
     root = Path(root)
     require_folder(root)
-    identities = sorted(e.name for e in os.scandir(root)
-                        if e.is_dir() and not e.name.startswith("."))
+    identities = sorted(e.name for e in _entries(root)
+                        if _is_dir(e) and not e.name.startswith("."))
     if not identities:
         raise FacekitError(f"The data folder '{root}' holds no identity sub-folders; expected "
                            "DATA/<identity>/<image>.jpg.")
     per_identity, skipped = {}, []
     for name in identities:
-        files = sorted((e.name, e.path) for e in os.scandir(root / name) if e.is_file())
+        files = sorted((e.name, e.path) for e in _entries(root / name) if _is_file(e))
         images = [path for file, path in files if file.lower().endswith(IMAGE_EXTENSIONS)]
         skipped += [(path, _unusable_reason(file)) for file, path in files
                     if not file.lower().endswith(IMAGE_EXTENSIONS)]
@@ -108,6 +112,27 @@ def scan_folder(root: str | Path) -> DatasetIndex:
             skipped.append((str(root / name), "identity folder without images: add images "
                                               "or remove the folder"))
     return _from_identities(per_identity, skipped, root)
+
+
+def _entries(folder: Path) -> list:
+    try:
+        return list(os.scandir(folder))
+    except OSError as exc:  # a symlink loop, a folder without read permission
+        raise FacekitError(f"The folder '{folder}' cannot be listed: {exc.strerror}.") from None
+
+
+def _is_dir(entry) -> bool:
+    try:
+        return entry.is_dir()
+    except OSError:  # a symlink loop: neither a folder nor a file
+        return False
+
+
+def _is_file(entry) -> bool:
+    try:
+        return entry.is_file()
+    except OSError:
+        return False
 
 
 def _scan_pattern(pattern: str) -> DatasetIndex:
@@ -138,142 +163,54 @@ def _unusable_reason(file_name: str) -> str:
     return "not an image file (by its extension)"
 
 
-def verify_images(paths) -> dict[str, str]:
-    """Decode every image as training will; returns {path: reason} for those that fail.
-
-    Files are decoded in parallel by tf.data; those whose decoding fails are
-    dropped by ``ignore_errors``, so the failures are the paths missing from
-    the output.
-    """
-    import tensorflow as tf
-
-    def check(path):
-        image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
-        return path, tf.shape(image)  # using the image keeps the decode from being pruned
-
-    dataset = (tf.data.Dataset.from_tensor_slices(np.asarray(paths, dtype=str))
-               .map(check, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
-               .ignore_errors().batch(4096))
-    good = {p.decode() for batch, _ in dataset.as_numpy_iterator() for p in batch}
-    return {p: _failure_reason(p) for p in paths if p not in good}
-
-
-def verify_records(records: str, offsets) -> dict[int, str]:
-    """Decode the image of every record at ``offsets``; {offset: reason} for those that
-    fail (unreadable records are found by the scan already)."""
-    import tensorflow as tf
-
-    from facekit.data.recordio import RecordError, open_record_file
-
-    rec = open_record_file(records)
-
-    def read(offset):
-        return rec.image(int(offset))
-
-    def check(offset):
-        contents = tf.numpy_function(read, [offset], tf.string, stateful=False)
-        image = tf.io.decode_image(contents, channels=3, expand_animations=False)
-        return offset, tf.shape(image)
-
-    dataset = (tf.data.Dataset.from_tensor_slices(np.asarray(offsets, np.int64))
-               .map(check, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
-               .ignore_errors().batch(4096))
-    good = {int(o) for batch, _ in dataset.as_numpy_iterator() for o in batch}
-    failures = {}
-    for offset in (int(o) for o in offsets if int(o) not in good):
-        try:
-            rec.image(offset)
-            failures[offset] = "corrupt or truncated image in the record"
-        except RecordError as exc:
-            failures[offset] = str(exc)
-    return failures
-
-
-def _failure_reason(path: str) -> str:
-    try:
-        size = os.path.getsize(path)
-        with open(path, "rb") as f:
-            head = f.read(16)
-    except OSError as exc:
-        return f"unreadable: {exc.strerror}"
-    if size == 0:
-        return "empty file (0 bytes): remove it or copy it again"
-    if not (head.startswith((b"\xff\xd8", b"\x89PNG", b"BM", b"GIF8"))):
-        return "not an image file (unknown content): remove it"
-    return "corrupt or truncated image: remove it or copy it again"
-
-
 def fingerprint(root: Path) -> str:
     """Changes when an identity folder or a file in one is added, removed or renamed."""
     digest = hashlib.sha1(f"v{INDEX_VERSION} {root.stat().st_mtime_ns}".encode())
-    for entry in sorted(os.scandir(root), key=lambda e: e.name):
-        if entry.is_dir():
+    for entry in sorted(_entries(root), key=lambda e: e.name):
+        if _is_dir(entry):
             digest.update(f"\n{entry.name} {entry.stat().st_mtime_ns}".encode())
     return digest.hexdigest()
 
 
-def cache_paths(root: Path) -> tuple[Path, Path]:
-    from facekit.data.demo import cache_dir
-
-    key = hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:16]
+def cache_paths(source: Path) -> tuple[Path, Path]:
+    """The cached table and metadata of the index of ``source`` (a folder or a file)."""
+    key = hashlib.sha1(str(Path(source).resolve()).encode()).hexdigest()[:16]
     folder = cache_dir() / "index"
     return folder / f"{key}.feather", folder / f"{key}.json"
 
 
-def load_index(root: str | Path, *, use_cache: bool = True, verify: bool = True) -> DatasetIndex:
-    """The folder's index: from the cache when the folder is unchanged, else scanned anew.
-
-    A folder holding insightface's ``train.rec`` is indexed by its records.
-    """
-    from facekit.data.recordio import is_recordio
-
-    if not is_pattern(root) and is_recordio(root):
-        return load_recordio_index(Path(root), use_cache=use_cache, verify=verify)
+def folder_index(root: str | Path, *, use_cache: bool = True, verify: bool = True
+                 ) -> DatasetIndex:
+    """The index of an identity folder (or a glob2 pattern, never cached)."""
     if is_pattern(root):
         index = scan_folder(root)
-        return _verified(index) if verify else index
+        return verified(index) if verify else index
     root = Path(root)
     require_folder(root)
-    key = fingerprint(root)
-    table_path, meta_path = cache_paths(root)
-    if use_cache and meta_path.exists() and table_path.exists():
-        meta = json.loads(meta_path.read_text())
-        if meta["fingerprint"] == key and (meta["verified"] or not verify):
-            return _read_table(table_path, meta)
-    index = scan_folder(root)
-    if verify:
-        index = _verified(index)
+    return cached_index(root, fingerprint(root), lambda: scan_folder(root), FILES,
+                        use_cache=use_cache, verify=verify)
+
+
+def cached_index(source: Path, key: str, scan: Callable[[], DatasetIndex], reader, *,
+                 use_cache: bool, verify: bool) -> DatasetIndex:
+    """The index of ``source`` from the cache while ``key`` (its fingerprint) holds, else
+    ``scan()``, verified with ``verify``, and cached.
+
+    Several processes (the workers of a cluster on one machine or on a shared file
+    system) may index the same source at once: each writes through its own temporary
+    files, and the last complete write wins; a cache that cannot be read, whole and as
+    written, counts as missing.
+    """
+    table_path, meta_path = cache_paths(source)
     if use_cache:
-        _write_table(index, table_path, meta_path, key, verify)
-    return index
-
-
-def load_recordio_index(folder: Path, *, use_cache: bool = True, verify: bool = True
-                        ) -> DatasetIndex:
-    """The index of ``folder/train.rec``: its image records, checked (framing, header,
-    and with ``verify`` the image decoded) and cached like a folder's."""
-    from facekit.data.recordio import IDX_FILE, REC_FILE, scan_recordio
-
-    rec = folder / REC_FILE
-    stats = [(rec.stat().st_size, rec.stat().st_mtime_ns)]
-    if (folder / IDX_FILE).is_file():
-        stats.append((folder / IDX_FILE).stat().st_mtime_ns)
-    key = hashlib.sha1(f"v{INDEX_VERSION} recordio {stats}".encode()).hexdigest()
-    table_path, meta_path = cache_paths(rec)
-    if use_cache and meta_path.exists() and table_path.exists():
-        meta = json.loads(meta_path.read_text())
-        if meta["fingerprint"] == key and (meta["verified"] or not verify):
-            return _read_table(table_path, meta, records=str(rec))
-    scanned = scan_recordio(folder)
-    numbers, labels = np.unique(scanned.labels, return_inverse=True)
-    width = len(str(int(numbers[-1])))
-    index = DatasetIndex(scanned.offsets, labels.astype(np.int32),
-                         [str(int(n)).zfill(width) for n in numbers], scanned.skipped,
-                         records=str(rec))
+        cached = _read_cache(table_path, meta_path, key, verify, reader)
+        if cached is not None:
+            return cached
+    index = scan()
     if verify:
-        index = _verified(index)
+        index = verified(index)
     if use_cache:
-        _write_table(index, table_path, meta_path, key, verify)
+        _write_cache(index, table_path, meta_path, key, verify)
     return index
 
 
@@ -291,17 +228,15 @@ def require_folder(root: Path) -> None:
                            "identity sub-folders (DATA/<identity>/<image>).")
 
 
-def _verified(index: DatasetIndex) -> DatasetIndex:
-    if index.records is None:
-        failures = verify_images(index.paths)
-    else:
-        failures = verify_records(index.records, index.paths)
+def verified(index: DatasetIndex) -> DatasetIndex:
+    """``index`` without the items whose image does not decode, each listed as skipped,
+    and without identities left with no image."""
+    failures = index.reader.verify(index.paths)
     if not failures:
         return index
-    keep = np.array([p not in failures for p in index.paths])
-    named = {p: f"{index.records} record at byte {p}" for p in failures} \
-        if index.records else {p: p for p in failures}
-    skipped = index.skipped + sorted((named[p], reason) for p, reason in failures.items())
+    keep = np.array([p not in failures for p in index.paths.tolist()])
+    skipped = index.skipped + sorted((index.reader.name(item), reason)
+                                     for item, reason in failures.items())
     labels = index.labels[keep]
     present = np.unique(labels)
     if len(present) == 0:
@@ -312,25 +247,44 @@ def _verified(index: DatasetIndex) -> DatasetIndex:
     remap = np.full(len(index.classes), -1, np.int32)
     remap[present] = np.arange(len(present), dtype=np.int32)
     return DatasetIndex(index.paths[keep], remap[labels], [index.classes[i] for i in present],
-                        skipped, records=index.records)
+                        skipped, reader=index.reader)
 
 
-def _write_table(index, table_path: Path, meta_path: Path, key: str, verified: bool) -> None:
+def _write_cache(index: DatasetIndex, table_path: Path, meta_path: Path, key: str,
+                 verified_: bool) -> None:
     import pyarrow as pa
     import pyarrow.feather as feather
 
     table_path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = table_path.with_suffix(".tmp")
-    feather.write_feather(pa.table({"path": index.paths, "label": index.labels}), temporary,
-                          compression="lz4")
-    os.replace(temporary, table_path)
-    meta_path.write_text(json.dumps({"fingerprint": key, "verified": verified,
-                                     "classes": index.classes, "skipped": index.skipped}))
+    table = pa.table({"path": index.paths, "label": index.labels})
+    digest = hashlib.sha1(np.ascontiguousarray(index.labels).tobytes()).hexdigest()
+    with unique_temporary(table_path) as temporary:
+        feather.write_feather(table, temporary, compression="lz4")
+        os.replace(temporary, table_path)
+    meta = {"fingerprint": key, "verified": verified_, "classes": index.classes,
+            "skipped": index.skipped, "rows": len(index), "labels_sha1": digest}
+    with unique_temporary(meta_path) as temporary:
+        temporary.write_text(json.dumps(meta))
+        os.replace(temporary, meta_path)
 
 
-def _read_table(table_path: Path, meta: dict, records: str | None = None) -> DatasetIndex:
+def _read_cache(table_path: Path, meta_path: Path, key: str, verify: bool, reader
+                ) -> DatasetIndex | None:
+    """The cached index, or None when it is missing, stale, damaged or of another write."""
     import pyarrow.feather as feather
 
-    table = feather.read_table(table_path)
-    return DatasetIndex(table.column("path").to_numpy(), table.column("label").to_numpy(),
-                        meta["classes"], [tuple(s) for s in meta["skipped"]], records)
+    try:
+        meta = json.loads(meta_path.read_text())
+        if meta.get("fingerprint") != key or not (meta.get("verified") or not verify):
+            return None
+        table = feather.read_table(table_path)
+        paths, labels = table.column("path").to_numpy(), table.column("label").to_numpy()
+        labels = labels.astype(np.int32)
+        if (len(paths) != meta["rows"] or hashlib.sha1(
+                np.ascontiguousarray(labels).tobytes()).hexdigest() != meta["labels_sha1"]
+                or labels.min(initial=0) < 0 or labels.max(initial=-1) >= len(meta["classes"])):
+            return None  # the table of another write than this metadata's
+        return DatasetIndex(paths, labels, list(meta["classes"]),
+                            [tuple(s) for s in meta["skipped"]], reader)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None  # missing or damaged: rebuilt

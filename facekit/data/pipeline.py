@@ -7,14 +7,12 @@ run on the accelerator on whole batches (see facekit.data.augment).
 
 from __future__ import annotations
 
-from facekit.data.index import DatasetIndex
-
-
-def make_dataset(index: DatasetIndex, *, image_size: int, batch_size: int, training: bool,
+def make_dataset(index, *, image_size: int, batch_size: int, training: bool,
                  seed: int = 0, skip_unreadable: bool = True, skip_batches: int = 0,
                  deterministic: bool = False, num_workers: int = 1, worker_index: int = 0,
                  class_balance: float = 0.0):
-    """A batched, prefetched dataset of (uint8 images, int32 labels).
+    """A batched, prefetched dataset of (uint8 images, int32 labels) from ``index`` (a
+    facekit.data.index.DatasetIndex of any format: its reader loads each batch).
 
     Training data is shuffled each epoch, repeated and batched with a fixed
     batch size; evaluation data is read once, in order.  With
@@ -22,14 +20,12 @@ def make_dataset(index: DatasetIndex, *, image_size: int, batch_size: int, train
     embedding needs every image, so it turns that off.  ``skip_batches``
     continues a seeded training stream where a resumed run stopped, skipping
     file names, not decoded images.  With several workers each reads its own
-    share of the files, ``worker_index::num_workers``.  An index of ``.rec`` records
-    reads each batch's records from the memory-mapped file.  A ``class_balance``
+    share of the files, ``worker_index::num_workers``.  A ``class_balance``
     above 0 draws training batches with replacement instead (``balanced_batches``).
     """
     import tensorflow as tf
 
-    load = (lambda paths: load_batch(paths, image_size)) if index.records is None else \
-        record_loader(index.records, image_size)
+    load = index.reader.loader(image_size)
     paths, labels = index.paths[worker_index::num_workers], index.labels[worker_index::num_workers]
     if training and class_balance:
         dataset = balanced_batches(paths, labels, class_balance, batch_size=batch_size,
@@ -78,33 +74,6 @@ def balanced_batches(items, labels, power: float, *, batch_size: int, seed: int,
         return tf.gather(items, picks), tf.gather(labels, picks)
 
     return tf.data.Dataset.counter(start=skip_batches).map(draw)
-
-
-def load_batch(paths, image_size: int):
-    """Read and decode a batch of files in parallel inside one tf.data element.
-
-    Decoding whole batches (``map_fn`` with parallel iterations) rather than
-    single images removes tf.data's per-element overhead: it matches a bare
-    per-image ``decode_jpeg`` loop on 2 CPU cores although it checks the format
-    of every file (benchmarks/data_pipeline.py).
-    """
-    return decode_batch(paths, image_size, read=True)
-
-
-def record_loader(records: str, image_size: int):
-    """A function from a batch of record offsets to decoded images; a record that
-    cannot be read fails its batch with the record named."""
-    import tensorflow as tf
-
-    from facekit.data.recordio import open_record_file
-
-    rec = open_record_file(records)
-
-    def load(offsets):
-        encoded = tf.numpy_function(rec.images, [offsets], tf.string, stateful=False)
-        return decode_batch(tf.ensure_shape(encoded, offsets.shape), image_size)
-
-    return load
 
 
 def decode_batch(items, image_size: int, read: bool = False, sized_jpegs: bool = False):

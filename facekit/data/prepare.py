@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from facekit.data.sources import FolderSource, open_source
 from facekit.errors import FacekitError
 
 # Anything Pillow opens: JPEG, PNG, BMP, GIF, PGM/PPM, TIFF, WebP, ...
@@ -36,14 +37,13 @@ def convert_image(source, target: str, size: int, crop: int | None,
                   landmarks=None) -> str | None:
     """Write one converted image; returns the reason it was skipped, or None.
 
-    ``source`` is a file, or (``.rec`` file, byte offset) of an image record.
+    ``source`` is a file, or (reader, item) of an indexed format (a ``.rec`` record).
     With ``landmarks`` (5 points) the face is aligned to the ArcFace template.
     """
     try:
         if isinstance(source, tuple):
-            from facekit.data.recordio import open_record_file
-
-            source = io.BytesIO(open_record_file(source[0]).image(source[1]))
+            reader, item = source
+            source = io.BytesIO(reader.encoded(item))
         with Image.open(source) as image:
             image = image.convert("RGB")
             if landmarks is not None:
@@ -70,7 +70,7 @@ def convert_image(source, target: str, size: int, crop: int | None,
 
 def _convert(job):
     source = job[0]
-    name = source if isinstance(source, str) else f"{source[0]} record at byte {source[1]}"
+    name = source if isinstance(source, str) else source[0].name(source[1])
     return name, convert_image(*job)
 
 
@@ -78,12 +78,12 @@ def plan_jobs(source: Path, destination: Path, size: int, crop: int | None,
               landmarks: dict | None = None):
     """(source, target file, size, crop, landmarks) for every image, the identities, and
     the images skipped before conversion (no landmarks for them)."""
-    from facekit.data.recordio import is_recordio
-
-    if is_recordio(source):
+    opened = open_source(source)
+    if not isinstance(opened, FolderSource):
         if landmarks is not None:
-            raise FacekitError("--landmarks needs an image folder; extract the .rec first.")
-        return _record_jobs(source, destination, size, crop)
+            raise FacekitError(f"--landmarks needs an image folder; '{source}' is "
+                               f"{opened.description}: extract it first.")
+        return _indexed_jobs(opened.index(verify=False), destination, size, crop)
     unmatched = []
     identities = sorted(e.name for e in os.scandir(source)
                         if e.is_dir() and not e.name.startswith("."))
@@ -107,16 +107,14 @@ def plan_jobs(source: Path, destination: Path, size: int, crop: int | None,
     return jobs, identities, unmatched
 
 
-def _record_jobs(source: Path, destination: Path, size: int, crop: int | None):
-    from facekit.data.index import load_recordio_index
-
-    index = load_recordio_index(source, verify=False)
+def _indexed_jobs(index, destination: Path, size: int, crop: int | None):
+    """Jobs for every image of an index (a .rec's records): DST/<identity>/<identity>_<n>.jpg."""
     numbers = np.zeros(len(index.classes), np.int64)
     jobs = []
     for offset, label in zip(index.paths.tolist(), index.labels.tolist()):
         name = index.classes[label]
         numbers[label] += 1
-        jobs.append(((index.records, offset),
+        jobs.append(((index.reader, offset),
                      str(destination / name / f"{name}_{numbers[label]:04d}.jpg"), size, crop,
                      None))
     return jobs, list(index.classes), index.skipped

@@ -23,12 +23,14 @@ against the file before it is used; a bad record is skipped and named.
 from __future__ import annotations
 
 import functools
+import hashlib
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from facekit.data.index import INDEX_VERSION, DatasetIndex, cached_index
 from facekit.errors import FacekitError
 
 MAGIC = 0xCED7230A
@@ -275,3 +277,89 @@ def _property_size(path: Path) -> int | None:
         return int(fields[1]) if len(fields) >= 3 and fields[1] == fields[2] else None
     except (OSError, ValueError):
         return None
+
+
+class RecordReader:
+    """Items are byte offsets of the image records of one ``.rec`` file
+    (facekit.data.readers describes the interface)."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __repr__(self) -> str:
+        return f"RecordReader({self.path!r})"
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, RecordReader) and other.path == self.path
+
+    def __hash__(self) -> int:
+        return hash(self.path)
+
+    def encoded(self, item) -> bytes:
+        return open_record_file(self.path).image(int(item))
+
+    def name(self, item) -> str:
+        return f"{self.path} record at byte {int(item)}"
+
+    def loader(self, image_size: int):
+        """Each batch's records read from the memory map; a record that cannot be read
+        fails its batch with the record named."""
+        import tensorflow as tf
+
+        from facekit.data.pipeline import decode_batch
+
+        rec = open_record_file(self.path)
+
+        def load(offsets):
+            encoded = tf.numpy_function(rec.images, [offsets], tf.string, stateful=False)
+            return decode_batch(tf.ensure_shape(encoded, offsets.shape), image_size)
+
+        return load
+
+    def verify(self, items) -> dict:
+        """{offset: reason} for the records whose image does not decode (unreadable
+        records are found by the scan already)."""
+        import tensorflow as tf
+
+        rec = open_record_file(self.path)
+
+        def check(offset):
+            contents = tf.numpy_function(lambda o: rec.image(int(o)), [offset], tf.string,
+                                         stateful=False)
+            image = tf.io.decode_image(contents, channels=3, expand_animations=False)
+            return offset, tf.shape(image)
+
+        dataset = (tf.data.Dataset.from_tensor_slices(np.asarray(items, np.int64))
+                   .map(check, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
+                   .ignore_errors().batch(4096))
+        good = {int(o) for batch, _ in dataset.as_numpy_iterator() for o in batch}
+        failures = {}
+        for offset in (int(o) for o in items if int(o) not in good):
+            try:
+                rec.image(offset)
+                failures[offset] = "corrupt or truncated image in the record"
+            except RecordError as exc:
+                failures[offset] = str(exc)
+        return failures
+
+
+def recordio_index(folder, *, use_cache: bool = True, verify: bool = True) -> DatasetIndex:
+    """The index of ``folder/train.rec``: its image records, checked (framing, header,
+    and with ``verify`` the image decoded) and cached like a folder's."""
+    folder = Path(folder)
+    rec = folder / REC_FILE
+    stats = [(rec.stat().st_size, rec.stat().st_mtime_ns)]
+    if (folder / IDX_FILE).is_file():
+        stats.append((folder / IDX_FILE).stat().st_mtime_ns)
+    key = hashlib.sha1(f"v{INDEX_VERSION} recordio {stats}".encode()).hexdigest()
+    reader = RecordReader(rec)
+
+    def scan() -> DatasetIndex:
+        scanned = scan_recordio(folder)
+        numbers, labels = np.unique(scanned.labels, return_inverse=True)
+        width = len(str(int(numbers[-1])))
+        return DatasetIndex(scanned.offsets, labels.astype(np.int32),
+                            [str(int(n)).zfill(width) for n in numbers], scanned.skipped,
+                            reader)
+
+    return cached_index(rec, key, scan, reader, use_cache=use_cache, verify=verify)

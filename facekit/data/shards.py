@@ -177,3 +177,7 @@ def shard_dataset(path, *, image_size: int, batch_size: int, training: bool, see
     dataset = dataset.ignore_errors(log_warning=True)
     return dataset.prefetch(tf.data.AUTOTUNE)
 
+
+
+# The formats ``facekit pack`` writes, by name: a writer(index, out, ...) each.
+WRITERS = {"shards": pack, "rec": pack_recordio}

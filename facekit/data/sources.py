@@ -1,11 +1,18 @@
 """Data sources: where training images come from, behind one small interface.
 
-A source is opened when the run is planned (cheap: which format, does it
-exist, can it do what the options ask) and loaded when the run starts (its
-index, its validation split).  It then answers how many images and classes
-there are, refuses a cluster it cannot share its data with, and gives the
-``tf.data`` datasets of one worker.  Training code never branches on formats;
-a new format is a new class in ``SOURCES``.
+``open_source(path)`` is the one place that decides which format a path holds;
+training, ``index``, ``prepare``, ``embed``, ``identify``, ``eval --auto-pairs``
+and ``pack`` all go through it.  A source is opened when the run is planned
+(cheap: which format, does it exist, can it do what the options ask) and loaded
+when the run starts (its index, its validation split).  It then answers how many
+images and classes there are, refuses a cluster it cannot share its data with,
+and gives the ``tf.data`` datasets of one worker.  A format that can list its
+images gives an index (``DatasetIndex``: items, labels, classes and the reader of
+its items, facekit.data.readers), which is all the other commands need.
+
+Adding a format is one module (its reader and a way to index it, as
+facekit.data.recordio does for ``.rec``) and one ``DataSource`` subclass added to
+``SOURCES``: an ``IndexedSource`` needs only ``accepts`` and ``index``.
 """
 
 from __future__ import annotations
@@ -14,15 +21,26 @@ from pathlib import Path
 
 import numpy as np
 
-from facekit.errors import OptionError
-from facekit.errors import FacekitError
+from facekit.data.index import DatasetIndex, folder_index, is_pattern, require_folder
+from facekit.data.recordio import IDX_FILE, REC_FILE, is_recordio, recordio_index
+from facekit.data.shards import is_packed, read_meta, record_bucket
+from facekit.data.split import split_identities, split_index
+from facekit.errors import FacekitError, OptionError
 
 
 class DataSource:
-    """The interface every format implements; what ``load`` fills in is below."""
+    """The interface every format implements; what ``load`` fills in is below.
 
-    def __init__(self, path: Path, *, val_split: float, split_by: str, seed: int,
-                 class_balance: float = 0.0):
+    Args:
+        path: what the user named (``--data``).
+        val_split: the fraction held out for validation.
+        split_by: ``images`` (some images of every identity) or ``identities``.
+        seed: the split's seed.
+        class_balance: the power of class-balanced sampling (0: none).
+    """
+
+    def __init__(self, path: Path, *, val_split: float = 0.0, split_by: str = "images",
+                 seed: int = 0, class_balance: float = 0.0):
         self.path, self.val_split, self.split_by, self.seed = path, val_split, split_by, seed
         self.class_balance = class_balance
         # Known once loaded:
@@ -36,6 +54,14 @@ class DataSource:
     def accepts(path: Path) -> bool:
         """Whether ``path`` is data of this format."""
         raise NotImplementedError
+
+    def index(self, *, use_cache: bool = True, verify: bool = True) -> DatasetIndex:
+        """Every image with its identity (cached; ``verify`` decodes each to find the
+        broken ones)."""
+        raise FacekitError(f"'{self.path}' is {self.description}, which is read as a stream "
+                           "for training only; use the folder or .rec it was made from.")
+
+    description = "data"
 
     def load(self) -> None:
         """Index and split the data (may use TensorFlow to check images)."""
@@ -51,25 +77,11 @@ class DataSource:
         raise NotImplementedError
 
 
-class FolderSource(DataSource):
-    """DATA/<identity>/<image> folders, or a glob2 pattern of such files."""
-
-    @staticmethod
-    def accepts(path: Path) -> bool:
-        return True  # the fallback: what is not another format must be a folder
-
-    def __init__(self, path: Path, **split):
-        from facekit.data.index import is_pattern, require_folder
-
-        super().__init__(path, **split)
-        if not is_pattern(path):
-            require_folder(path)  # a user mistake: say so before TensorFlow starts
+class IndexedSource(DataSource):
+    """A format whose images can be listed: loaded, split and fed through its index."""
 
     def load(self) -> None:
-        from facekit.data.index import load_index
-        from facekit.data.split import split_identities, split_index
-
-        index = load_index(self.path)
+        index = self.index()
         self.summary, self.skipped = index.summary(), index.skipped
         if self.split_by == "identities":
             self.train, self.held_out = split_identities(index, self.val_split, self.seed)
@@ -102,34 +114,53 @@ class FolderSource(DataSource):
         return train, val
 
 
-class RecordIOSource(FolderSource):
-    """insightface's ``train.rec`` + ``train.idx`` (facekit.data.recordio), read without
-    MXNet; indexed, split and fed like a folder, each batch read from the memory map."""
+class FolderSource(IndexedSource):
+    """DATA/<identity>/<image> folders, or a glob2 pattern of such files."""
+
+    description = "an image folder"
 
     @staticmethod
     def accepts(path: Path) -> bool:
-        from facekit.data.recordio import is_recordio
-
-        return is_recordio(path)
+        return True  # the fallback: what is not another format must be a folder
 
     def __init__(self, path: Path, **split):
-        from facekit.data.recordio import IDX_FILE, REC_FILE
+        super().__init__(path, **split)
+        if not is_pattern(path):
+            require_folder(path)  # a user mistake: say so before TensorFlow starts
 
-        DataSource.__init__(self, path, **split)
+    def index(self, *, use_cache: bool = True, verify: bool = True) -> DatasetIndex:
+        return folder_index(self.path, use_cache=use_cache, verify=verify)
+
+
+class RecordIOSource(IndexedSource):
+    """insightface's ``train.rec`` + ``train.idx`` (facekit.data.recordio), read without
+    MXNet; indexed, split and fed like a folder, each batch read from the memory map."""
+
+    description = "an insightface .rec folder"
+
+    @staticmethod
+    def accepts(path: Path) -> bool:
+        return not is_pattern(path) and is_recordio(path)
+
+    def __init__(self, path: Path, **split):
+        super().__init__(path, **split)
         if not (path / IDX_FILE).is_file():
             raise FacekitError(f"'{path / REC_FILE}' has no {IDX_FILE} beside it; copy the "
                                "index that came with the .rec (key<TAB>offset per record).")
+
+    def index(self, *, use_cache: bool = True, verify: bool = True) -> DatasetIndex:
+        return recordio_index(self.path, use_cache=use_cache, verify=verify)
 
 
 class ShardSource(DataSource):
     """TFRecord shards written by ``facekit pack``; the validation split is a fixed
     pseudo-random subset of record ids, so it is the same on every worker and run."""
 
+    description = "packed TFRecord shards"
+
     @staticmethod
     def accepts(path: Path) -> bool:
-        from facekit.data.shards import is_packed
-
-        return is_packed(path)
+        return not is_pattern(path) and is_packed(path)
 
     def __init__(self, path: Path, **split):
         super().__init__(path, **split)
@@ -143,8 +174,6 @@ class ShardSource(DataSource):
                               ".rec it was packed from.")
 
     def load(self) -> None:
-        from facekit.data.shards import read_meta, record_bucket
-
         self.meta = meta = read_meta(self.path)
         self.permille = int(round(self.val_split * 1000))
         ids = np.arange(meta["images"], dtype=np.int64)
@@ -162,7 +191,7 @@ class ShardSource(DataSource):
 
     def datasets(self, image_size: int, batch_size: int, *, seed: int, skip_batches: int = 0,
                  deterministic: bool = False, workers: int = 1, worker: int = 0):
-        from facekit.data.shards import record_bucket, shard_dataset
+        from facekit.data.shards import shard_dataset
 
         permille = self.permille
         share = dict(image_size=image_size, batch_size=batch_size, num_workers=workers,
@@ -178,10 +207,24 @@ class ShardSource(DataSource):
 SOURCES = (ShardSource, RecordIOSource, FolderSource)  # the first that accepts a path reads it
 
 
-def open_source(path: str | Path, *, val_split: float, split_by: str, seed: int,
-                class_balance: float = 0.0) -> DataSource:
-    """The source that reads ``path``, checked for what it can be asked without TensorFlow."""
+def open_source(path: str | Path, **split) -> DataSource:
+    """The source that reads ``path``, checked for what it can be asked without TensorFlow.
+
+    Args:
+        path: an identity folder, a glob2 pattern, a folder of packed shards or of
+            insightface's train.rec.
+        **split: the ``DataSource`` arguments (validation split, seed, sampling).
+
+    Examples:
+        >>> source = open_source("faces/")
+        >>> index = source.index()  # every readable image, with its identity
+    """
     path = Path(path)
     kind = next(source for source in SOURCES if source.accepts(path))
-    return kind(path, val_split=val_split, split_by=split_by, seed=seed,
-                class_balance=class_balance)
+    return kind(path, **split)
+
+
+def load_index(path: str | Path, *, use_cache: bool = True, verify: bool = True
+               ) -> DatasetIndex:
+    """The index of whatever ``path`` holds (``open_source(path).index()``)."""
+    return open_source(path).index(use_cache=use_cache, verify=verify)

@@ -31,7 +31,7 @@ class Gallery:
 
 def gallery_cache_path(model_path, gallery: Path, flip: bool) -> Path:
     """A cache file named by the model file's identity and the gallery's fingerprint."""
-    from facekit.data.demo import cache_dir
+    from facekit.files import cache_dir
     from facekit.data.index import fingerprint
     from facekit.run_folder import model_file
 
@@ -45,7 +45,7 @@ def gallery_cache_path(model_path, gallery: Path, flip: bool) -> Path:
 def load_gallery(model, model_path, gallery: Path, *, batch_size: int = 64, flip: bool = True,
                  use_cache: bool = True) -> tuple[Gallery, bool]:
     """The gallery's templates, and whether they came from the cache."""
-    from facekit.data.index import load_index
+    from facekit.data.sources import load_index
     from facekit.eval.embedding import embed_paths
 
     cache = gallery_cache_path(model_path, gallery, flip)

@@ -89,7 +89,7 @@ class VerificationSet:
     @classmethod
     def auto(cls, data_dir, count: int, folds: int, seed: int, pairs_out) -> "VerificationSet":
         """Draw pairs from an identity folder and write them, so the result can be reproduced."""
-        from facekit.data.index import load_index
+        from facekit.data.sources import load_index
         from facekit.eval.pairs import draw_pairs, write_pairs
 
         write_pairs(pairs_out, draw_pairs(load_index(data_dir), count, folds, seed))
