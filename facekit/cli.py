@@ -282,59 +282,62 @@ def evaluate(
     if folds is not None and folds < 2:
         raise FacekitError(f"--folds must be at least 2, got {folds}.")
     _quiet_tensorflow()
+    from facekit.eval.api import evaluate as run_evaluation
+    from facekit.eval.protocols import IJB, Pairs
+    from facekit.eval.sets import VerificationSet, bin_files
+    from facekit.eval.thresholds import write_thresholds
+    from facekit.run_folder import model_file
+
+    # The protocols read their files first: a bad file is a quick error, before Keras.
     if ijb is not None:
-        _evaluate_ijb(model, ijb, detector_score, flip, batch_size, report, as_json, plot)
-        return
-    import numpy as np
-
-    from facekit.eval.embedding import load_embedding_model
-    from facekit.eval.sets import VerificationSet, bin_files, evaluate_set, results_table
-    from facekit.eval.thresholds import similarity_thresholds, write_thresholds
-    from facekit.eval.verification import plot_verification
-
-    if bins:
-        vsets = [VerificationSet.from_bin(path, folds or 10) for path in bin_files(bins)]
+        protocols = [IJB(ijb, detector_score=detector_score)]
+    elif bins:
+        protocols = [Pairs.from_bin(path, folds) for path in bin_files(bins)]
     elif pairs is not None:
-        vsets = [VerificationSet.from_pairs(data, pairs)]
+        protocols = [Pairs.from_pairs(data, pairs, folds)]
     else:
         pairs_out = pairs_out or Path(f"auto_pairs_{auto_pairs}_seed{seed}.txt")
-        vsets = [VerificationSet.auto(data, auto_pairs, folds or 10, seed, pairs_out)]
+        protocols = [Pairs(VerificationSet.auto(data, auto_pairs, folds or 10, seed, pairs_out),
+                           folds)]
         if not as_json:
             typer.echo(f"pairs written to {pairs_out}")
-    from facekit.run_folder import model_file  # imports Keras: after the sets are read
-
-    embedding_model = load_embedding_model(model)
-    rows, all_distances = [], []
-    for vset in vsets:
-        result, distances = evaluate_set(embedding_model, vset, flip=flip,
-                                         batch_size=batch_size, folds=folds,
-                                         progress=not as_json)
-        rows.append((vset.title, result))
-        all_distances.append(distances)
+    result = run_evaluation(model, protocols, flip=flip, batch_size=batch_size,
+                            progress=not as_json)
+    first = result.reports[0]
     if plot:
-        plot_verification(all_distances[0], vsets[0].issame, rows[0][1], plot)
-    # A pair found in several sets (lfw.bin and a fold of it) counts once.
-    _, unique = np.unique(np.concatenate([v.pair_keys() for v in vsets]), return_index=True)
-    thresholds = similarity_thresholds(np.concatenate(all_distances)[unique],
-                                       np.concatenate([v.issame for v in vsets])[unique],
-                                       [title for title, _ in rows])
-    written = write_thresholds(model, thresholds)
-    results = {"model": str(model_file(model)), "flip": flip,
-               "sets": [{"set": title, **result.to_dict()} for title, result in rows],
-               "thresholds": thresholds}
+        if ijb is not None:
+            from facekit.eval.ijb import plot_ijb_roc
+
+            plot_ijb_roc(first.result, plot)
+        else:
+            from facekit.eval.verification import plot_verification
+
+            plot_verification(first.distances, first.issame, first.result, plot)
+    written = write_thresholds(model, result.thresholds) if result.thresholds else None
+    results = result.to_dict()
     report = report or model_file(model).parent / "eval.json"
     report.write_text(json.dumps(results, indent=2) + "\n")
     if as_json:
         typer.echo(json.dumps(results, indent=2))
         return
-    if len(rows) == 1:
-        typer.echo(f"\n{rows[0][0]}\n{rows[0][1].summary()}")
-    typer.echo(f"\n{results_table(rows)}\n\nsimilarity thresholds ({thresholds['pairs']} pairs):")
-    for key, entry in thresholds["at_far"].items():
-        typer.echo(f"  FAR {key}: " + (f"{entry['threshold']:.4f} (FAR reached "
-                                       f"{entry['far']:.2e}, TAR {entry['tar']:.4f})"
-                                       if entry["threshold"] is not None else entry["reason"]))
-    typer.echo(f"results: {report}\nthresholds: {written}" + (f"\nplot: {plot}" if plot else ""))
+    if ijb is not None:
+        from facekit.eval.ijb import ijb_table
+
+        typer.echo(f"\n{ijb_table(first.result)}")
+    else:
+        if len(result.reports) == 1:
+            typer.echo(f"\n{first.name}\n{first.result.summary()}")
+        typer.echo(f"\n{result.table()}")
+    if result.thresholds is not None:
+        thresholds = result.thresholds
+        typer.echo(f"\nsimilarity thresholds ({thresholds['pairs']} pairs):")
+        for key, entry in thresholds["at_far"].items():
+            typer.echo(f"  FAR {key}: " + (f"{entry['threshold']:.4f} (FAR reached "
+                                           f"{entry['far']:.2e}, TAR {entry['tar']:.4f})"
+                                           if entry["threshold"] is not None
+                                           else entry["reason"]))
+    typer.echo(f"results: {report}" + (f"\nthresholds: {written}" if written else "")
+               + (f"\nplot: {plot}" if plot else ""))
 
 
 @app.command()
@@ -377,25 +380,6 @@ def embed(
         table["embedding"] = list(vectors.astype("float32"))
         table.to_parquet(out, index=False)
         typer.echo(f"Wrote {len(vectors)} embeddings to {out}")
-
-
-def _evaluate_ijb(model, folder: Path, detector_score: bool, flip: bool, batch_size: int,
-                  report: Optional[Path], as_json: bool, plot: Optional[Path]) -> None:
-    from facekit.eval.embedding import load_embedding_model
-    from facekit.eval.ijb import IJBProtocol, evaluate_ijb, ijb_table, plot_ijb_roc
-
-    protocol = IJBProtocol.read(folder)  # before Keras loads: a bad folder is a quick error
-    from facekit.run_folder import model_file
-
-    result = evaluate_ijb(load_embedding_model(model), protocol, detector_score=detector_score,
-                          flip=flip, batch_size=batch_size, progress=not as_json)
-    results = {"model": str(model_file(model)), "ijb": result}
-    report = report or model_file(model).parent / "eval.json"
-    report.write_text(json.dumps(results, indent=2) + "\n")
-    if plot:
-        plot_ijb_roc(result, plot)
-    typer.echo(json.dumps(results, indent=2) if as_json else
-               f"\n{ijb_table(result)}\nresults: {report}" + (f"\nplot: {plot}" if plot else ""))
 
 
 @app.command()
@@ -450,39 +434,19 @@ def identify(
         = True,
 ):
     """1:N identification: rank-1 and rank-5 accuracy of probes against a gallery."""
-    if top < 1:
-        raise FacekitError(f"--top must be at least 1, got {top}.")
+    from facekit.eval.protocols import Identification
+
+    protocol = Identification(gallery, probe, top, cache_key=model if cache else None)
     _quiet_tensorflow()
-    import numpy as np
-    import pandas as pd
+    from facekit.eval.api import evaluate as run_evaluation
 
-    from facekit.data.sources import load_index
-    from facekit.eval.embedding import embed_paths, load_embedding_model
-    from facekit.eval.identify import (load_gallery, rank_accuracy, rank_candidates,
-                                       similarities, true_ranks)
-
-    embedding_model = load_embedding_model(model)
-    known, cached = load_gallery(embedding_model, model, gallery, batch_size=batch_size,
-                                 flip=flip, use_cache=cache)
-    probes = load_index(probe)
-    vectors = embed_paths(embedding_model, probes.paths, batch_size=batch_size, flip=flip)
-    identities = [probes.classes[label] for label in probes.labels]
-    similarity = similarities(known, vectors)
-    best, scores = rank_candidates(similarity, top)
-    ranks = true_ranks(known, similarity, identities)
-    table = pd.DataFrame({"probe": probes.paths, "identity": identities,
-                          "rank": pd.Series(ranks).where(ranks > 0).astype("Int64")})
-    for k in range(best.shape[1]):
-        table[f"match{k + 1}"] = [known.classes[i] for i in best[:, k]]
-        table[f"similarity{k + 1}"] = np.round(scores[:, k], 6)
+    report = run_evaluation(model, [protocol], flip=flip, batch_size=batch_size).reports[0]
     out.parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out, index=False)
-    accuracy = rank_accuracy(ranks)
-    enrolled = int((ranks > 0).sum())
-    typer.echo(f"gallery: {len(known.classes)} identities, {known.images} images"
-               f"{' (cached embeddings)' if cached else ''}; probes: {len(ranks)}, "
-               f"{enrolled} of enrolled people")
-    typer.echo("  ".join(f"rank-{k}: {value:.4f}" for k, value in accuracy.items()))
+    report.table.to_csv(out, index=False)
+    typer.echo(f"gallery: {report.gallery_identities} identities, {report.gallery_images} "
+               f"images{' (cached embeddings)' if report.cached else ''}; probes: "
+               f"{report.probes}, {report.enrolled} of enrolled people")
+    typer.echo("  ".join(f"rank-{k}: {value:.4f}" for k, value in report.accuracy.items()))
     typer.echo(f"top matches: {out}")
 
 

@@ -21,6 +21,7 @@ from facekit.config import DEFAULT_LR, TrainConfig, read_config_file
 from facekit.data.demo import demo_dataset_dir
 from facekit.data.sources import open_source
 from facekit.errors import FacekitError, OptionError
+from facekit.eval.protocols import Pairs
 from facekit.registry import Registry, get_registry
 from facekit.run_folder import RunFolder, RunState
 
@@ -57,7 +58,7 @@ class RunPlan:
     stages: list[StagePlan]
     augmentation: object  # a facekit.data.augment.Augmentation
     source: object  # a facekit.data.sources.DataSource, opened but not loaded
-    eval_sets: list  # verification sets named by the options
+    eval_sets: list  # evaluation protocols named by the options (facekit.eval.protocols)
     cluster: object  # a facekit.fit.distributed.Cluster, or None to train alone
     run_dir: Path
     resume: RunState | None = None  # the checkpoint state a resumed run continues from
@@ -210,12 +211,11 @@ def _resume_config(run_dir: Path, options: dict) -> tuple[TrainConfig, RunState]
 
 
 def load_eval_sets(config: TrainConfig) -> list:
-    """The verification sets to run after each epoch (read before training starts)."""
-    from facekit.eval.sets import VerificationSet
-
-    sets = [VerificationSet.from_pairs(data, pairs)
+    """The evaluation protocols to run after each epoch (their files read before training
+    starts)."""
+    sets = [Pairs.from_pairs(data, pairs)
             for pairs, data in zip(config.eval_pairs, config.eval_data)]
-    sets += [VerificationSet.from_bin(path) for path in config.eval_bins]
+    sets += [Pairs.from_bin(path) for path in config.eval_bins]
     names = [s.name for s in sets]
     if len(set(names)) != len(names):
         raise FacekitError(f"Two verification sets share a name ({', '.join(names)}); "

@@ -170,7 +170,7 @@ def test_ijb_cli_and_a_broken_protocol(tmp_path):
     assert (tmp_path / "roc.png").read_bytes()[:4] == b"\x89PNG"
     assert "MINI 1:1 verification: 5 pairs of 5 templates (8 images)" in result.stdout
     report = json.loads((tmp_path / "eval.json").read_text())
-    assert set(report["ijb"]["tar_at_far"]) == {"1e-06", "1e-05", "1e-04", "1e-03", "1e-02",
+    assert set(report["sets"][0]["tar_at_far"]) == {"1e-06", "1e-05", "1e-04", "1e-03", "1e-02",
                                                 "1e-01"}
     (tmp_path / "ijb" / "meta" / "mini_name_5pts_score.txt").write_text("0.jpg 1 2\n")
     broken = run_facekit("eval", "--model", str(tmp_path), "--ijb", str(tmp_path / "ijb"))

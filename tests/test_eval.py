@@ -321,3 +321,29 @@ def test_bin_files_with_numpy_contents_and_python2_strings_load(tmp_path):
     assert issame.tolist() == [True, False]
     path.write_bytes(pickle.dumps(([b"a", b"b"], [np.True_]), protocol=2))
     assert read_bin(path)[1].tolist() == [True]
+
+
+def test_evaluate_in_python_takes_any_protocol(tmp_path, trained_run, tiny_faces):
+    from facekit.eval.pairs import draw_pairs, write_pairs
+    from facekit.eval.protocols import Identification, Pairs, Protocol, Report
+
+    write_pairs(tmp_path / "pairs.txt", draw_pairs(scan_folder(tiny_faces), 24, 3, seed=1))
+
+    class Norms(Protocol):  # a protocol of one's own: the mean embedding norm
+        name = "norms"
+
+        def evaluate(self, model, *, flip=True, batch_size=64, progress=False):
+            from facekit.eval.embedding import embed_paths
+
+            vectors = embed_paths(model, scan_folder(tiny_faces).paths[:4], flip=flip)
+            return Report(self.name, float(np.linalg.norm(vectors, axis=1).mean()), "norms")
+
+    result = facekit.evaluate(trained_run, [Pairs.from_pairs(tiny_faces, tmp_path / "pairs.txt"),
+                                            Identification(tiny_faces, tiny_faces), Norms()])
+    pairs, search, norms = result.reports
+    assert pairs.score == pairs.result.accuracy and pairs.to_dict()["pairs"] == 24
+    assert search.kind == "identification" and search.score == search.accuracy[1]
+    assert norms.score > 0 and result.thresholds["pairs"] == 24
+    assert [line.split()[0] for line in result.table().splitlines() if line] == [
+        "set", "pairs", "set", "faces", "set", "norms"]
+    assert json.dumps(result.to_dict())  # plain JSON

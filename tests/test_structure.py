@@ -28,7 +28,7 @@ LIGHT = ["facekit", "facekit.errors", "facekit.hookspecs", "facekit.declare",
          "facekit.registry", "facekit.components", "facekit.run_folder", "facekit.cluster",
          "facekit.config", "facekit.plan", "facekit.cli", "facekit.data.sources",
          "facekit.data.index", "facekit.data.demo", "facekit.data.recordio",
-         "facekit.eval.sets", "facekit.eval.thresholds",
+         "facekit.eval.sets", "facekit.eval.thresholds", "facekit.eval.protocols",
          "facekit_plugins", "facekit_plugins.backbones", "facekit_plugins.necks",
          "facekit_plugins.heads", "facekit_plugins.losses"]
 

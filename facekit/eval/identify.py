@@ -48,7 +48,7 @@ def load_gallery(model, model_path, gallery: Path, *, batch_size: int = 64, flip
     from facekit.data.sources import load_index
     from facekit.eval.embedding import embed_paths
 
-    cache = gallery_cache_path(model_path, gallery, flip)
+    cache = gallery_cache_path(model_path, gallery, flip) if use_cache else None
     if use_cache and cache.is_file():
         with np.load(cache, allow_pickle=False) as stored:
             return Gallery(stored["classes"].tolist(), stored["templates"],

@@ -124,15 +124,3 @@ def evaluate_set(model, vset: VerificationSet, *, flip: bool = True, batch_size:
     result = evaluate_embeddings(embeddings[vset.first], embeddings[vset.second],
                                  vset.issame, folds)
     return result, pair_distances(embeddings[vset.first], embeddings[vset.second])
-
-
-def results_table(rows: list[tuple[str, VerificationResult]]) -> str:
-    """One line per set: pairs, accuracy ± std over folds, AUC, TAR at FAR 1e-3."""
-    width = max(12, *(len(name) + 2 for name, _ in rows))
-    lines = [f"{'set':<{width}}{'pairs':>7}{'accuracy':>19}{'AUC':>8}{'TAR@FAR=1e-3':>14}"]
-    for name, result in rows:
-        tar = result.tar_at_far.get("1e-03", {}).get("tar")
-        lines.append(f"{name:<{width}}{result.pairs:>7}{result.accuracy:>11.4f} ± "
-                     f"{result.accuracy_std:.4f}{result.auc:>8.4f}"
-                     f"{'' if tar is None else f'{tar:.4f}':>14}")
-    return "\n".join(lines)

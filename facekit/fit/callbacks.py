@@ -19,24 +19,30 @@ def _basic_model(callback) -> keras.Model:
 
 
 class VerificationCallback(keras.callbacks.Callback):
-    """Run verification on each set after every epoch and log ``eval/<name>`` accuracies.
+    """Run evaluation protocols after every epoch and log each one's headline score as
+    ``eval/<name>`` (verification accuracy, IJB TAR at FAR 1e-4, rank-1 accuracy).
 
     Put it before the loggers: it adds its figures to the epoch's logs.
+
+    Args:
+        protocols: ``facekit.eval.protocols`` objects.
+        basic_model: the model to evaluate (default: the training model's basic model).
+        batch_size: images per batch.
     """
 
-    def __init__(self, sets, basic_model=None, batch_size: int = 64):
+    def __init__(self, protocols, basic_model=None, batch_size: int = 64):
         super().__init__()
-        self.sets, self.basic_model, self.batch_size = sets, basic_model, batch_size
+        self.protocols, self.basic_model, self.batch_size = protocols, basic_model, batch_size
 
     def on_epoch_end(self, epoch, logs=None):
-        from facekit.eval.sets import evaluate_set
-
         basic_model = self.basic_model or _basic_model(self)
-        for vset in self.sets:
-            result, _ = evaluate_set(basic_model, vset, batch_size=self.batch_size)
+        for protocol in self.protocols:
+            report = protocol.evaluate(basic_model, batch_size=self.batch_size)
             if logs is not None:
-                logs[f"eval/{vset.name}"] = result.accuracy
-            print(f"\neval/{vset.name}: {result.accuracy:.4f} ± {result.accuracy_std:.4f}")
+                logs[f"eval/{protocol.name}"] = report.score
+            spread = (f" ± {report.result.accuracy_std:.4f}"
+                      if report.kind == "verification" else "")
+            print(f"\neval/{protocol.name}: {report.score:.4f}{spread}")
 
 
 class BestModelCheckpoint(keras.callbacks.Callback):

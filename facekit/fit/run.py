@@ -68,13 +68,14 @@ def fit(plan: RunPlan, callbacks: list | None = None) -> TrainResult:
 def held_out_sets(source, seed: int) -> list:
     """The verification set of the people ``--split-by identities`` held out (``eval/val``):
     up to 500 pairs drawn from them, 5 folds."""
+    from facekit.eval.protocols import Pairs
     from facekit.eval.sets import VerificationSet
 
     held_out = source.held_out
     if held_out is None:
         return []
-    return [VerificationSet.from_index(held_out, 10 * max(1, min(50, len(held_out) // 10)), 5,
-                                       seed, "val")]
+    return [Pairs(VerificationSet.from_index(
+        held_out, 10 * max(1, min(50, len(held_out) // 10)), 5, seed, "val"))]
 
 
 def check_sharing(source, batch_size: int, devices) -> None:
