@@ -10,8 +10,9 @@ first recipe's network untrained.
     python benchmarks/lfw_subset.py --recipes default,keras-insightface [--work DIR]
     python benchmarks/lfw_subset.py --recipes default --set epochs=10 --set neck=gdc
 
-A recipe is a set of ``facekit.train`` options (RECIPES below); ``default`` is
-facekit's defaults, untouched, so its row is what ``facekit train --data DIR``
+A recipe is a run.toml file of ``facekit.train`` options in ``recipes/`` (the same
+files ``facekit train --config recipes/NAME.toml`` runs); ``default`` is facekit's
+defaults, untouched, so its row is what ``facekit train --data DIR``
 gives.  ``--set KEY=VALUE`` (TOML values) overrides every recipe; ``--losses
 a,b,c`` trains one recipe per loss (normdense head; softmax with its own head).
 One table compares them: accuracy ± std over the folds, AUC, TAR at the lowest
@@ -30,32 +31,9 @@ from pathlib import Path
 
 import numpy as np
 
-# The defaults before issue 11's measurements made the "default" recipe the defaults.
-PREVIOUS_DEFAULTS = {"optimizer": "adamax", "lr": 1e-3, "val_split": 0.05, "augment": "light",
-                     "dropout": 0.1, "embedding_size": 512}
-
-# What each recipe changes from facekit's defaults.
-RECIPES = {
-    # Softmax, Adam 5e-3, every image trained on, strong augmentation, dropout 0.4, 128-d.
-    "default": {},
-    "previous-defaults": PREVIOUS_DEFAULTS,
-    # The previous defaults with Adam and every image trained on (issue 11's first run).
-    "adam-all-images": {**PREVIOUS_DEFAULTS, "optimizer": "adam", "val_split": 0.0},
-    # CosFace (s = 64, m = 0.35) on the previous defaults' model and budget.
-    "cosface": {**PREVIOUS_DEFAULTS, "head": "normdense", "loss": "cosface"},
-    # Keras_insightface's own budget (issue 11): MobileNetV2 + GDC, softmax 15 epochs
-    # then ArcFace 10, batch 64, Adam 1e-3 decaying exponentially, no validation split.
-    "keras-insightface": {
-        **PREVIOUS_DEFAULTS, "backbone": "mobilenetv2", "neck": "gdc", "batch_size": 64,
-        "val_split": 0.0, "optimizer": "adam", "lr": 1e-3, "schedule": "exponential",
-        "decay_rate": 0.9,
-        "stages": [{"epochs": 15, "head": "softmax", "loss": "softmax"},
-                   {"epochs": 10, "head": "normdense", "loss": "arcface"}]},
-    # facekit's first defaults: GAP, no embedding BatchNorm, ArcFace, 5 epochs.
-    "facekit-0.1": {**PREVIOUS_DEFAULTS, "neck": "gap", "embedding_bn": False,
-                    "batch_size": 128, "epochs": 5, "schedule": "constant", "augment": "flip",
-                    "loss": "arcface"},
-}
+# The measured recipes: facekit train --config recipes/NAME.toml runs each as it is here.
+RECIPES_DIR = Path(__file__).resolve().parents[1] / "recipes"
+RECIPES = sorted(path.stem for path in RECIPES_DIR.glob("*.toml"))
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -106,7 +84,11 @@ def main() -> int:
 
     overrides = {key.strip(): _toml_value(value) for key, value in
                  (item.split("=", 1) for item in args.set)}
-    recipes = [(name, {**RECIPES[name], **overrides}) for name in args.recipes.split(",")]
+    for name in args.recipes.split(","):
+        if name not in RECIPES:
+            parser.error(f"unknown recipe {name!r}; recipes/ holds: {', '.join(RECIPES)}")
+    recipes = [(name, {**read_config_file(RECIPES_DIR / f"{name}.toml"), **overrides})
+               for name in args.recipes.split(",")]
     if args.losses:
         name, options = recipes[0]
         recipes = [(f"{name}/{loss}", {**options, "loss": loss,

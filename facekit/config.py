@@ -31,6 +31,8 @@ from facekit.errors import FacekitError, OptionError
 # (docs/training.md); the others are Keras'.
 DEFAULT_LR = {"adamax": 1e-3, "adam": 5e-3, "adamw": 1e-3, "sgd": 1e-2}
 OPTIMIZERS = tuple(DEFAULT_LR)
+# The head a run gets when it names none: the one that gives its loss what it expects.
+DEFAULT_HEADS = {"logits": "softmax", "cosine": "normdense", "cosine+norm": "normdense"}
 SCHEDULES = ("constant", "cosine", "exponential", "step")
 SCHEDULE_PER = ("step", "epoch")
 SPLITS = ("images", "identities")

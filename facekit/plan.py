@@ -17,7 +17,7 @@ from pathlib import Path
 
 from facekit.cluster import find_cluster
 from facekit.components import Resolved, parse_options, resolve, resolve_neck
-from facekit.config import DEFAULT_LR, TrainConfig, read_config_file
+from facekit.config import DEFAULT_HEADS, DEFAULT_LR, TrainConfig, read_config_file
 from facekit.data.demo import demo_dataset_dir
 from facekit.data.sources import open_source
 from facekit.errors import FacekitError, OptionError
@@ -28,8 +28,6 @@ from facekit.run_folder import RunFolder, RunState
 # What ``--resume`` may change: the run's total epochs.  Everything else is the run's own.
 RESUMABLE = ("epochs",)
 
-# The head a run gets when it names none: the one that gives its loss what it expects.
-DEFAULT_HEADS = {"logits": "softmax", "cosine": "normdense", "cosine+norm": "normdense"}
 
 
 @dataclass(frozen=True)

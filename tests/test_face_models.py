@@ -40,7 +40,8 @@ def trainable_count(model):
 @pytest.mark.parametrize("backbone,options", list(REFERENCE_PARAMS))
 def test_parameter_counts_match_the_references(backbone, options):
     keras.utils.clear_session()
-    basic, _ = build_model(2, backbone, "normdense", backbone_options=dict(options))
+    basic, _ = build_model(2, backbone, "normdense", backbone_options=dict(options),
+                           embedding_size=512)  # the references' width
     count = trainable_count(basic)
     assert abs(count - REFERENCE_PARAMS[backbone, options]) / count < 0.01
     # Exact but for the embedding BatchNorm's scale, which facekit fixes at 1 (no weight).

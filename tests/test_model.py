@@ -128,3 +128,17 @@ def test_load_model_errors(tmp_path):
     (tmp_path / "junk.keras").write_text("junk")
     with pytest.raises(FacekitError, match="not a Keras 3 .keras model"):
         facekit.load_model(tmp_path / "junk.keras")
+
+
+def test_build_model_has_the_defaults_of_train():
+    import inspect
+
+    from facekit.config import OPTIONS, TrainConfig
+    from facekit.plan import with_rules
+    from facekit.registry import get_registry
+
+    defaults = {name: p.default for name, p in inspect.signature(build_model).parameters.items()
+                if p.default is not inspect.Parameter.empty}
+    for name in ("backbone", "image_size", "embedding_size", "dropout", "embedding_bn"):
+        assert defaults[name] == OPTIONS[name].default, name
+    assert defaults["head"] == with_rules(TrainConfig(), get_registry()).head

@@ -14,7 +14,7 @@ from facekit.data.augment import LEVELS
 from facekit.errors import FacekitError, OptionError
 from facekit.plan import plan_run
 from facekit.run_folder import RunFolder, RunState
-from tests.conftest import run_facekit
+from tests.conftest import REPO, run_facekit
 
 
 @pytest.fixture
@@ -142,3 +142,12 @@ def test_run_state_round_trips_and_is_written_whole(tmp_path):
     assert run.read_state() == state
     assert json.loads(run.state_file.read_text())["best"] == {"value": 0.5, "epoch": 1}
     assert [p.name for p in run.checkpoints.iterdir()] == ["state.json"]
+
+
+RECIPES = sorted((REPO / "recipes").glob("*.toml"))
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=[path.stem for path in RECIPES])
+def test_every_recipe_plans(recipe, faces):
+    plan = plan_run(TrainConfig.from_dict(read_config_file(recipe)), data=str(faces))
+    assert plan.config.lr is not None and all(s.config.head for s in plan.stages)

@@ -35,9 +35,23 @@ def train(config=None, *, resume: str | Path | None = None, callbacks: list | No
     """Train a face model; ``options`` are TrainConfig fields and override ``config``
     (in every stage too).
 
-    With ``resume`` (a run folder) the run continues from its last checkpoint
-    with its saved configuration; ``options`` may still change, say, ``epochs``.
-    ``callbacks`` are extra Keras callbacks, run after facekit's own in every stage.
+    Args:
+        config: a ``facekit.TrainConfig`` (default: facekit's defaults), for example
+            from a run.toml file (``TrainConfig.from_dict(read_config_file(path))``).
+        resume: a run folder to continue from its last checkpoint, with its saved
+            configuration; ``options`` may then only raise ``epochs``.
+        callbacks: extra Keras callbacks, run after facekit's own in every stage.
+        **options: any option of ``facekit train`` by its TOML key (docs/options.md):
+            ``data``, ``backbone``, ``loss``, ``epochs``, ``output``, ...
+
+    Returns:
+        A :class:`TrainResult`: the run folder, the per-epoch history, whether a
+        signal stopped it.
+
+    Examples:
+        >>> result = facekit.train(data="faces/", backbone="mobilefacenet",
+        ...                        loss="combined", epochs=10, output="runs/mbf")
+        >>> facekit.train(resume="runs/mbf", epochs=15)  # five more epochs
     """
     from facekit.plan import plan_run
 

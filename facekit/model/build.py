@@ -17,6 +17,7 @@ from typing import NamedTuple
 
 import keras
 
+from facekit.config import DEFAULT_HEADS, OPTIONS
 from facekit.data.augment import augmentation_layers
 from facekit.errors import FacekitError
 from facekit.model.losses import STATE_LAYER, LossState
@@ -49,15 +50,39 @@ class FaceModels(NamedTuple):
     model: keras.Model
 
 
-def build_model(num_classes: int, backbone: str = "mobilenetv2", head: str = "normdense", *,
-                neck: str | None = None, image_size: int = 112, embedding_size: int = 512,
-                dropout: float = 0.1, embedding_bn: bool = True,
+_TRAIN = {name: option.default for name, option in OPTIONS.items()}  # train's defaults
+
+
+def build_model(num_classes: int, backbone: str = _TRAIN["backbone"],
+                head: str = DEFAULT_HEADS["logits"], *, neck: str | None = None,
+                image_size: int = _TRAIN["image_size"],
+                embedding_size: int = _TRAIN["embedding_size"],
+                dropout: float = _TRAIN["dropout"], embedding_bn: bool = _TRAIN["embedding_bn"],
                 backbone_options: dict | None = None, neck_options: dict | None = None,
                 head_options: dict | None = None, augmentation=None, seed: int = 0,
                 registry: Registry | None = None) -> FaceModels:
     """Build the basic (embedding) model and the training model around it, by the
-    names of their components (for your own training loop).  ``neck`` None: the
-    neck the backbone names."""
+    names of their components (for your own training loop).  The defaults are
+    ``facekit train``'s (its default loss, softmax, takes the softmax head).
+
+    Args:
+        num_classes: the number of identities the head classifies.
+        backbone, head: registered component names (``facekit list-plugins``).
+        neck: a neck name; None: the neck the backbone names.
+        image_size: the square input size.
+        embedding_size, dropout, embedding_bn: as the ``train`` options of those names.
+        backbone_options, neck_options, head_options: component options (dicts).
+        augmentation: a ``facekit.data.augment.Augmentation`` for the training model.
+        seed: the augmentation's seed.
+        registry: the components to choose from (default: the installed plugins).
+
+    Returns:
+        ``FaceModels(basic_model, model)``.
+
+    Examples:
+        >>> basic, model = facekit.build_model(1000, "iresnet50", "normdense",
+        ...                                    embedding_size=512)
+    """
     from facekit.components import resolve, resolve_neck
 
     registry = registry or get_registry()
@@ -190,7 +215,16 @@ def embedding_model(model: keras.Model) -> keras.Model:
 
 
 def load_model(path: str | Path, compile: bool = False) -> keras.Model:
-    """Load a ``.keras`` model saved by facekit, importing its plugins' Keras objects."""
+    """Load a ``.keras`` model saved by facekit, importing its plugins' Keras objects.
+
+    Args:
+        path: a ``.keras`` file, or a run folder (its basic model).
+        compile: also restore the loss and optimizer (a checkpoint, to go on training).
+
+    Examples:
+        >>> basic = facekit.load_model("runs/mbf")
+        >>> embeddings = basic.predict(images_uint8_rgb_112)
+    """
     path = model_file(path)
     if not path.is_file():
         raise FacekitError(f"The model file '{path}' does not exist; pass a .keras file "
