@@ -7,12 +7,31 @@ folder, the best model, the stop signal).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import json
 import time
 
-from facekit.config import DEFAULT_LR, OptionError, write_config_file
+import keras
+import tensorflow as tf
+
+from facekit.config import DEFAULT_LR, write_config_file
+from facekit.errors import OptionError
+from facekit.eval.protocols import Pairs
+from facekit.eval.sets import VerificationSet
+from facekit.fit.batchnorm import BatchNormRecalibration
+from facekit.fit.callbacks import (AverageStatistics, BestModelCheckpoint, HistoryFiles,
+                                   StageLog, VerificationCallback)
+from facekit.fit.checkpoints import EpochCheckpoint, StopOnSignal, has_nan
+from facekit.fit.devices import setup_devices
+from facekit.fit.distributed import multi_worker_fit, worker_failure
+from facekit.fit.metrics import ClassAccuracy
+from facekit.fit.optimizers import learning_rate, make_optimizer
+from facekit.model import (BASIC_MODEL, build_basic_model, build_training_model, freeze,
+                           head_layer, init_basic_model, load_model)
+from facekit.model.build import dtype_policy
+from facekit.model.losses import STATE_LAYER, bind_loss_state, initial_state
 from facekit.errors import FacekitError
 from facekit.fit import TrainResult
 from facekit.plan import RunPlan, StagePlan
@@ -20,9 +39,6 @@ from facekit.plan import RunPlan, StagePlan
 
 def fit(plan: RunPlan, callbacks: list | None = None) -> TrainResult:
     """Train what ``plan`` describes; ``callbacks`` run after facekit's own."""
-    from facekit.fit.devices import setup_devices
-    from facekit.model.build import dtype_policy
-    from facekit.fit.distributed import worker_failure
 
     config, source = plan.config, plan.source
     # Before any other TensorFlow work: GPU memory growth and the cluster's
@@ -68,8 +84,6 @@ def fit(plan: RunPlan, callbacks: list | None = None) -> TrainResult:
 def held_out_sets(source, seed: int) -> list:
     """The verification set of the people ``--split-by identities`` held out (``eval/val``):
     up to 500 pairs drawn from them, 5 folds."""
-    from facekit.eval.protocols import Pairs
-    from facekit.eval.sets import VerificationSet
 
     held_out = source.held_out
     if held_out is None:
@@ -109,8 +123,6 @@ class Run:
 
     def __init__(self, plan: RunPlan, devices, eval_sets: list, monitor: str | None,
                  extra_callbacks: list):
-        from facekit.fit.callbacks import BestModelCheckpoint
-        from facekit.fit.checkpoints import StopOnSignal
 
         self.plan, self.config, self.source = plan, plan.config, plan.source
         self.devices, self.eval_sets, self.monitor = devices, eval_sets, monitor
@@ -138,15 +150,11 @@ class Run:
         return self.plan.resume.epoch if self.plan.resume is not None else 0
 
     def fit(self) -> TrainResult:
-        import keras
 
-        from facekit.model import load_model
-        from facekit.model.losses import bind_loss_state
 
         config, devices = self.config, self.devices
         keras.utils.set_random_seed(config.seed)
         if config.deterministic:
-            import tensorflow as tf
 
             tf.config.experimental.enable_op_determinism()
         if config.verbose and devices.replicas > 1:
@@ -186,9 +194,6 @@ class Run:
         with it the loss's state when the loss keeps the same state; a head that
         must now also output the embedding norm is rebuilt with the same weights.
         """
-        from facekit.model import (BASIC_MODEL, build_basic_model, build_training_model,
-                                   freeze, head_layer, init_basic_model)
-        from facekit.model.losses import STATE_LAYER, initial_state
 
         config, classes = self.config, len(self.source.classes)
         state = initial_state(loss, classes)
@@ -221,9 +226,6 @@ class Run:
         return model
 
     def compile(self, model, stage: StagePlan, loss) -> None:
-        from facekit.fit.metrics import ClassAccuracy
-        from facekit.fit.optimizers import learning_rate, make_optimizer
-        from facekit.model.losses import bind_loss_state
 
         c = stage.config
         rate = learning_rate(c.schedule, c.lr or DEFAULT_LR[c.optimizer],
@@ -238,13 +240,11 @@ class Run:
 
     def fit_stage(self, model, stage: StagePlan, first: int):
         """``model.fit`` over the stage's epochs from ``first``; its Keras History."""
-        import contextlib
 
         train, val, val_steps, own = self.stage_data(skip_batches=first * self.steps)
         append = self.plan.resume is not None or first > 0
         fenced = contextlib.nullcontext()
         if self.devices.cluster is not None:
-            from facekit.fit.distributed import multi_worker_fit
 
             fenced = multi_worker_fit(model)
         with fenced:
@@ -297,13 +297,7 @@ class Run:
         statistics are recalibrated (and agreed between workers) before verification;
         every figure is in the logs before the checkpoints and the history files read
         them.  Only the chief writes files."""
-        import keras
 
-        from facekit.fit.batchnorm import BatchNormRecalibration
-        from facekit.fit.callbacks import (AverageStatistics, HistoryFiles, StageLog,
-                                           VerificationCallback)
-        from facekit.fit.checkpoints import EpochCheckpoint
-        from facekit.model import BASIC_MODEL
 
         c, devices = stage.config, self.devices
         callbacks = [self.stopper, keras.callbacks.TerminateOnNaN()]
@@ -331,8 +325,6 @@ class Run:
 
     def finish(self, model, history: dict, done: int, elapsed: float) -> TrainResult:
         """Save the final models (a completed run only) and say what happened."""
-        from facekit.fit.checkpoints import has_nan
-        from facekit.model import BASIC_MODEL
 
         epochs_run = done - self.resumed_epochs
         result = TrainResult(self.run_dir, history, interrupted=self.stopper.signal_name,
