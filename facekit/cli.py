@@ -313,7 +313,8 @@ def evaluate(
             from facekit.eval.verification import plot_verification
 
             plot_verification(first.distances, first.issame, first.result, plot)
-    written = write_thresholds(model, result.thresholds) if result.thresholds else None
+    written, kept = (write_thresholds(model, result.thresholds) if result.thresholds
+                     else (None, None))
     results = result.to_dict()
     report = report or model_file(model).parent / "eval.json"
     report.write_text(json.dumps(results, indent=2) + "\n")
@@ -336,6 +337,11 @@ def evaluate(
                                            f"{entry['far']:.2e}, TAR {entry['tar']:.4f})"
                                            if entry["threshold"] is not None
                                            else entry["reason"]))
+    if kept is not None:
+        typer.echo(f"kept {written}: measured earlier on {kept['negative_pairs']} "
+                   "different-person pairs, more than these "
+                   f"{result.thresholds['negative_pairs']}")
+        written = None
     typer.echo(f"results: {report}" + (f"\nthresholds: {written}" if written else "")
                + (f"\nplot: {plot}" if plot else ""))
 

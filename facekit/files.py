@@ -14,6 +14,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from facekit.errors import FacekitError
+
 
 def cache_dir() -> Path:
     """facekit's cache folder: $FACEKIT_CACHE, else $XDG_CACHE_HOME/facekit, else ~/.cache/facekit."""
@@ -44,3 +46,28 @@ def write_atomic(path: str | Path, text: str) -> None:
     with unique_temporary(path) as temporary:
         temporary.write_text(text)
         os.replace(temporary, path)
+
+
+def require_new_folder(path: str | Path, what: str, hint: str = "choose another folder") -> Path:
+    """``path`` as a folder a command may create and fill: missing, or an empty folder.
+
+    The safe-output rule: a command never writes into a folder it did not create,
+    so nothing the user had there can be overwritten, mixed with or deleted.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise FacekitError(f"The {what} '{path}' is a file; {hint}.")
+    if path.is_dir() and any(path.iterdir()):
+        raise FacekitError(f"The {what} '{path}' already exists and is not empty; facekit "
+                           f"writes only into a new or empty folder: {hint}.")
+    return path
+
+
+def require_apart(output: str | Path, *inputs: str | Path, what: str = "output") -> None:
+    """Refuse an output that is one of the inputs, inside one, or holds one."""
+    out = Path(output).resolve()
+    for source in inputs:
+        source = Path(source).resolve()
+        if out == source or source in out.parents or out in source.parents:
+            raise FacekitError(f"The {what} '{output}' and the input '{source}' overlap (one "
+                               "is inside the other); write somewhere apart from the input.")

@@ -227,7 +227,11 @@ def _run_dir(output: str | None) -> Path:
     if run_dir.exists() and not run_dir.is_dir():
         raise OptionError("{output} '{path}' is a file; pass a folder (it is created if "
                           "missing).", path=run_dir)
-    if RunFolder(run_dir).is_trained():
-        raise OptionError("The run folder '{path}' already holds a trained model; pass "
-                          "another {output} folder.", path=run_dir)
+    if run_dir.is_dir() and any(run_dir.iterdir()):  # nothing there is overwritten
+        what = ("a trained model" if RunFolder(run_dir).is_trained() else
+                "a run (continue it with --resume)" if RunFolder(run_dir).config.exists()
+                else "files")
+        raise OptionError("The run folder '{path}' already holds {what}; facekit trains only "
+                          "into a new or empty folder: pass another {output} folder.",
+                          path=run_dir, what=what)
     return run_dir

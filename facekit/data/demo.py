@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from facekit.files import cache_dir
+from facekit.files import cache_dir, require_new_folder
 
 DEMO_VERSION = 1
 DEFAULT_IDENTITIES = 20
@@ -31,15 +31,22 @@ def demo_dataset_dir(identities: int = DEFAULT_IDENTITIES,
     name = f"demo-v{DEMO_VERSION}-{identities}x{images_per_identity}-{size}px-seed{seed}"
     folder = cache_dir() / name
     if not (folder / _COMPLETE_MARKER).exists():
-        write_demo_dataset(folder, identities, images_per_identity, size, seed)
+        write_demo_dataset(folder, identities, images_per_identity, size, seed, cache=True)
     return folder
 
 
 def write_demo_dataset(folder: str | Path, identities: int = DEFAULT_IDENTITIES,
                        images_per_identity: int = DEFAULT_IMAGES_PER_IDENTITY,
-                       size: int = 112, seed: int = 0) -> Path:
-    """Write ``folder/<identity>/<n>.jpg``; written to a temporary folder, then moved."""
+                       size: int = 112, seed: int = 0, *, cache: bool = False) -> Path:
+    """Write ``folder/<identity>/<n>.jpg``; written to a temporary folder, then moved.
+
+    ``folder`` must be new or empty: nothing already there is touched.  With
+    ``cache`` (facekit's own cache folder) an incomplete earlier copy is replaced,
+    and a complete one another process wrote meanwhile is kept.
+    """
     folder = Path(folder)
+    if not cache:
+        require_new_folder(folder, "demo-data folder")
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".demo-", dir=folder.parent))
     try:
@@ -51,9 +58,18 @@ def write_demo_dataset(folder: str | Path, identities: int = DEFAULT_IDENTITIES,
             for n in range(images_per_identity):
                 draw_face(traits, rng, size).save(person / f"{n:04d}.jpg", quality=92)
         (staging / _COMPLETE_MARKER).write_text(f"demo v{DEMO_VERSION} seed {seed}\n")
-        if folder.exists():
-            shutil.rmtree(folder)
-        staging.rename(folder)
+        if cache and (folder / _COMPLETE_MARKER).exists():
+            return folder  # another process finished first
+        if cache and folder.exists():
+            shutil.rmtree(folder)  # an incomplete copy facekit's cache held
+        elif folder.is_dir():
+            require_new_folder(folder, "demo-data folder")  # still empty: ours to fill
+            folder.rmdir()
+        try:
+            staging.rename(folder)
+        except OSError:
+            if not (cache and (folder / _COMPLETE_MARKER).exists()):
+                raise  # not another process's complete copy
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)

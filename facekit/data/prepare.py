@@ -20,6 +20,7 @@ from PIL import Image, UnidentifiedImageError
 
 from facekit.data.sources import FolderSource, open_source
 from facekit.errors import FacekitError
+from facekit.files import require_apart, require_new_folder
 
 # Anything Pillow opens: JPEG, PNG, BMP, GIF, PGM/PPM, TIFF, WebP, ...
 SOURCE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".pgm", ".ppm", ".pbm", ".pnm",
@@ -135,6 +136,8 @@ def prepare_dataset(source, destination, size: int = 112, crop: int | None = Non
         landmarks = read_landmarks(landmarks)
     if not source.is_dir():
         raise FacekitError(f"The source folder '{source}' does not exist.")
+    require_apart(destination, source, what="destination")
+    require_new_folder(destination, "destination folder")
     if size < 16:
         raise FacekitError(f"--size must be at least 16 pixels, got {size}.")
     jobs, identities, unreadable = plan_jobs(source, destination, size, crop, landmarks)

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from facekit.errors import FacekitError
+from facekit.files import write_atomic
 
 THRESHOLD_FARS = (1e-2, 1e-3, 1e-4)
 THRESHOLDS_FILE = "thresholds.json"
@@ -60,10 +61,19 @@ def thresholds_path(model) -> Path:
     return model_file(model).parent / THRESHOLDS_FILE
 
 
-def write_thresholds(model, thresholds: dict) -> Path:
+def write_thresholds(model, thresholds: dict) -> tuple[Path, dict | None]:
+    """Write the thresholds beside the model, unless those already there were measured
+    on more different-person pairs (a small set never replaces a large one's figures).
+    Returns the path and, when it was kept, the earlier file's contents."""
     path = thresholds_path(model)
-    path.write_text(json.dumps(thresholds, indent=2) + "\n")
-    return path
+    try:
+        earlier = read_thresholds(model)
+    except FacekitError:
+        earlier = None  # not a thresholds file: replaced
+    if earlier is not None and earlier.get("negative_pairs", 0) > thresholds["negative_pairs"]:
+        return path, earlier
+    write_atomic(path, json.dumps(thresholds, indent=2) + "\n")
+    return path, None
 
 
 def read_thresholds(model) -> dict | None:

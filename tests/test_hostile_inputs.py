@@ -1,0 +1,131 @@
+"""Careless and hostile input (docs: "What facekit promises"; the cases of the trust
+issue): one sentence and a non-zero exit, nothing the user had changed or lost, no
+code run from a file."""
+
+import hashlib
+import json
+import sys
+import zipfile
+from importlib import metadata
+
+import pytest
+from PIL import Image
+
+from facekit.errors import FacekitError
+from tests.conftest import run_facekit
+
+
+def snapshot(folder):
+    """Every file below ``folder`` with a hash of its bytes."""
+    return {str(p.relative_to(folder)): hashlib.sha1(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def one_sentence(result, *fragments):
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr[-2000:]
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+@pytest.fixture
+def photos(tmp_path):
+    folder = tmp_path / "photos"
+    for person in ("ann", "bob"):
+        (folder / person).mkdir(parents=True)
+        for n in range(2):
+            Image.new("RGB", (40, 40), (n * 90, 20, 200)).save(folder / person / f"{n}.jpg")
+    (folder / "notes.txt").write_text("mine")
+    return folder
+
+
+def test_demo_data_never_replaces_a_folder(photos):
+    before = snapshot(photos)
+    one_sentence(run_facekit("demo-data", str(photos), "--identities", "2", "--images", "2"),
+                 "already exists and is not empty")
+    assert snapshot(photos) == before
+
+
+def test_train_never_writes_into_an_interrupted_run(tmp_path, photos):
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.toml").write_text('backbone = "mobilenetv2"\n')
+    (run / "checkpoints" / "epoch-0003.keras").write_bytes(b"weights")
+    (run / "checkpoints" / "state.json").write_text(
+        '{"epoch": 3, "checkpoint": "epoch-0003.keras"}')
+    before = snapshot(run)
+    one_sentence(run_facekit("train", "--data", str(photos), "--output", str(run)),
+                 "already holds a run (continue it with --resume)", "--output")
+    assert snapshot(run) == before
+
+
+@pytest.mark.parametrize("destination", ["photos", "photos/ann", "photos/new", "elsewhere"])
+def test_prepare_never_writes_over_its_source_or_into_a_full_folder(tmp_path, photos,
+                                                                    destination):
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "keep.jpg").write_bytes(b"keep")
+    before, other = snapshot(photos), snapshot(tmp_path / "elsewhere")
+    result = run_facekit("prepare", str(photos), str(tmp_path / destination), "--size", "32")
+    one_sentence(result, "overlap" if destination != "elsewhere" else "not empty")
+    assert snapshot(photos) == before and snapshot(tmp_path / "elsewhere") == other
+
+
+def test_a_small_evaluation_keeps_the_thresholds_of_a_larger_one(tmp_path):
+    from facekit.eval.thresholds import read_thresholds, write_thresholds
+
+    model = tmp_path / "basic_model.keras"
+    large = {"negative_pairs": 3000, "pairs": 6000, "at_far": {"1e-03": {"threshold": 0.3}}}
+    small = {"negative_pairs": 10, "pairs": 20, "at_far": {"1e-03": {"threshold": None}}}
+    assert write_thresholds(model, large)[1] is None
+    path, kept = write_thresholds(model, small)
+    assert kept == large and read_thresholds(model) == large
+    larger = {**large, "negative_pairs": 4000}
+    assert write_thresholds(model, larger)[1] is None and read_thresholds(model) == larger
+
+
+@pytest.mark.parametrize("module", ["facekit.__main__", "facekit.cli", "os", "subprocess",
+                                    "facekit_plugins._private"])
+def test_a_model_file_cannot_make_facekit_import_code(tmp_path, module):
+    from facekit.model.build import import_custom_objects
+
+    path = tmp_path / "evil.keras"
+    config = {"class_name": "Functional", "config": {"layers": [
+        {"module": module, "class_name": "X", "registered_name": "X", "config": {}}]}}
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("config.json", json.dumps(config))
+    loaded = set(sys.modules)
+    import_custom_objects(path)
+    assert module not in set(sys.modules) - loaded
+    assert "facekit.__main__" not in sys.modules  # its import would run the CLI
+
+
+def test_importing_facekit_main_runs_nothing():
+    code = "import facekit.__main__; print('still here')"
+    result = __import__("subprocess").run([sys.executable, "-c", code], capture_output=True,
+                                          text=True)
+    assert result.stdout.strip() == "still here", result.stderr
+
+
+def test_a_plugin_that_exits_is_a_listed_problem(tmp_path, monkeypatch):
+    from facekit.registry import load_registry
+
+    (tmp_path / "exiting_plugin.py").write_text("import sys\nsys.exit(3)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    entry = metadata.EntryPoint("exiting", "exiting_plugin", "facekit")
+    registry = load_registry([entry])
+    assert [problem.error for problem in registry.problems] == ["SystemExit: 3"]
+
+
+@pytest.mark.parametrize("option", ["blocks=1,2", "scale=-1"])
+def test_bad_plugin_options_are_refused_before_any_data_is_read(tmp_path, option):
+    result = run_facekit("train", "--data", str(tmp_path / "nowhere"), "--backbone",
+                         "mobilefacenet", "--backbone-opt", option)
+    one_sentence(result, "The backbone option")
+
+
+def test_resume_refuses_an_option_it_would_drop(tmp_path):
+    with pytest.raises(FacekitError, match="no config.toml"):
+        from facekit.plan import plan_run
+
+        plan_run(resume=tmp_path)
