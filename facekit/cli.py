@@ -359,6 +359,9 @@ def embed(
     """Embeddings of every image of a folder, with paths and identities."""
     if out.suffix not in (".npy", ".parquet"):
         raise FacekitError(f"--out must end in .npy or .parquet, got '{out}'.")
+    for target in (out, out.with_suffix(".csv")) if out.suffix == ".npy" else (out,):
+        if target.is_dir():  # checked before the embedding work, not after
+            raise FacekitError(f"--out '{target}' is a folder; name a file.")
     _quiet_tensorflow()
     import pandas as pd
 
@@ -496,6 +499,9 @@ def prepare(
                f"{destination}; skipped {len(report.skipped)}.")
     for path, reason in report.skipped:
         typer.echo(f"  skipped {path}: {reason}")
+    if not report.written:
+        raise FacekitError(f"No image of '{source}' could be converted (each is listed "
+                           "above as skipped).")
 
 
 @app.command()

@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from facekit.data.augment import LEVELS, Augmentation
-from facekit.declare import (Check, OptionSpec, at_least, comma_ints, fraction, option,
-                             positive)
+from facekit.declare import (Check, OptionSpec, at_least, between, comma_ints, fraction,
+                             option, positive)
 from facekit.errors import FacekitError, OptionError
 
 # Each optimizer's default learning rate: Adam's 5e-3 measured best on the LFW subset
@@ -60,9 +60,9 @@ class TrainConfig:
         None, "Folder of identity sub-folders (DATA/<identity>/<image>), a glob pattern, "
         "packed shards, or a folder holding insightface's train.rec and train.idx. Default: the built-in demo dataset.", DATA, metavar="PATH")
     image_size: int = option(112, "Input images are resized to this square.", DATA,
-                             check=at_least(32))
+                             check=between(32, 1024))
     batch_size: int = option(64, "Images per batch (the global batch on several devices).",
-                             DATA, check=at_least(1))
+                             DATA, check=between(1, 65536))
     val_split: float = option(0.0, "Fraction held out for validation (0: every image trains).",
                               DATA, check=fraction())
     split_by: str = option(
@@ -82,7 +82,7 @@ class TrainConfig:
         flag="--backbone-opt", metavar="KEY=VALUE")
     embedding_size: int = option(
         128, "Size of the embedding (insightface's models, for large datasets: 512).", MODEL,
-        check=at_least(1))
+        check=between(1, 65536))
     neck: str | None = option(
         None, "Neck from the backbone's feature map to the embedding (see list-plugins). "
         "Default: the neck the backbone names.", MODEL, metavar="NAME")

@@ -43,6 +43,11 @@ def at_least(low) -> Check:
     return Check(lambda value: value >= low, f"must be at least {low}")
 
 
+def between(low, high) -> Check:
+    """A value in [low, high]: a sane bound for sizes, so a typo cannot exhaust memory."""
+    return Check(lambda value: low <= value <= high, f"must be in [{low}, {high}]")
+
+
 def positive() -> Check:
     return Check(lambda value: value > 0, "must be positive")
 

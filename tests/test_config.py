@@ -45,7 +45,7 @@ def test_every_option_is_declared_with_a_panel_and_help():
 
 
 @pytest.mark.parametrize("options,message", [
-    ({"batch_size": 0}, "batch_size must be at least 1, got 0."),
+    ({"batch_size": 0}, "batch_size must be in [1, 65536], got 0."),
     ({"batch_size": "8"}, "batch_size must be a whole number, got '8'."),
     ({"lr": True}, "lr must be a number, got True."),
     ({"val_split": float("nan")}, "val_split must be in [0, 1), got nan."),
@@ -70,19 +70,19 @@ def test_values_are_normalized():
 def test_the_same_mistake_is_spelled_as_the_user_gave_it(tmp_path):
     """--batch-size on the command line, batch_size in a run.toml, and a file value
     overridden on the command line is the command line's."""
-    assert "--batch-size must be at least 1, got 0." in run_facekit(
+    assert "--batch-size must be in [1, 65536], got 0." in run_facekit(
         "train", "--batch-size", "0").stderr
     config = tmp_path / "run.toml"
     config.write_text("batch-size = 0\n")
     result = run_facekit("train", "--config", str(config))
     assert result.returncode == 2
-    assert result.stderr.strip() == "Error: batch_size must be at least 1, got 0."
+    assert result.stderr.strip() == "Error: batch_size must be in [1, 65536], got 0."
     result = run_facekit("train", "--config", str(config), "--batch-size", "-1")
-    assert "--batch-size must be at least 1, got -1." in result.stderr
+    assert "--batch-size must be in [1, 65536], got -1." in result.stderr
     config.write_text('batch_size = "big"\n')
     assert "batch_size must be a whole number, got 'big'." in run_facekit(
         "train", "--config", str(config)).stderr
-    with pytest.raises(facekit.FacekitError, match="^batch_size must be at least 1"):
+    with pytest.raises(facekit.FacekitError, match=r"^batch_size must be in \[1, 65536\]"):
         facekit.train(batch_size=0)
 
 

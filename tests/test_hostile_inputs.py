@@ -129,3 +129,75 @@ def test_resume_refuses_an_option_it_would_drop(tmp_path):
         from facekit.plan import plan_run
 
         plan_run(resume=tmp_path)
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (["--image-size", "100000"], "image_size must be in [32, 1024]"),
+    (["--batch-size", "10000000"], "batch_size must be in [1, 65536]"),
+    (["--embedding-size", "0"], "embedding_size must be in [1, 65536]"),
+])
+def test_sizes_have_sane_bounds(photos, args, fragment):
+    one_sentence(run_facekit("train", "--data", str(photos), *args),
+                 fragment.replace("image_size", "--image-size")
+                 .replace("batch_size", "--batch-size").replace("embedding_size",
+                                                                "--embedding-size"))
+
+
+def test_one_identity_is_refused(tmp_path):
+    from facekit.data.sources import open_source
+
+    folder = tmp_path / "one"
+    (folder / "ann").mkdir(parents=True)
+    Image.new("RGB", (40, 40)).save(folder / "ann" / "0.jpg")
+    source = open_source(folder)
+    source.index = lambda **_: __import__("facekit.data.index", fromlist=["x"]).scan_folder(
+        folder)  # no TensorFlow needed to decide
+    with pytest.raises(FacekitError, match="needs at least 2"):
+        source.load()
+
+
+def test_a_batch_the_devices_cannot_split_is_one_sentence():
+    from types import SimpleNamespace
+
+    from facekit.errors import OptionError
+    from facekit.fit.run import check_sharing
+
+    devices = SimpleNamespace(replicas=3, cluster=None)
+    with pytest.raises(OptionError, match=r"cannot be split evenly over the 3 replicas on "
+                                          r"this machine; use a multiple of 3 \(15 or 18\)"):
+        check_sharing(None, 16, devices)
+    check_sharing(None, 18, devices)
+
+
+@pytest.mark.parametrize("labels,fragment", [([], "holds 0 pairs"),
+                                             ([1, 1, 1], "3 of them same-person")])
+def test_an_ijb_protocol_without_both_kinds_of_pairs_is_refused(tmp_path, labels, fragment):
+    from facekit.eval.ijb import IJBProtocol
+
+    meta = tmp_path / "meta"
+    meta.mkdir()
+    (meta / "x_face_tid_mid.txt").write_text("a.jpg 1 1\nb.jpg 2 2\n")
+    (meta / "x_name_5pts_score.txt").write_text(
+        "".join(f"{n} " + " ".join(["1"] * 10) + " 0.9\n" for n in ("a.jpg", "b.jpg")))
+    (meta / "x_template_pair_label.txt").write_text(
+        "".join(f"1 2 {label}\n" for label in labels))
+    with pytest.raises(FacekitError, match=fragment):
+        IJBProtocol.read(tmp_path)
+
+
+def test_prepare_refuses_a_negative_crop_and_a_run_that_writes_nothing(tmp_path, photos):
+    one_sentence(run_facekit("prepare", str(photos), str(tmp_path / "a"), "--crop", "-5"),
+                 "--crop must be at least 1")
+    broken = tmp_path / "broken"
+    (broken / "ann").mkdir(parents=True)
+    (broken / "ann" / "0.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    result = run_facekit("prepare", str(broken), str(tmp_path / "b"))
+    assert result.returncode == 2 and "No image of" in result.stderr
+
+
+def test_outputs_are_checked_before_the_work(tmp_path):
+    (tmp_path / "folder.npy").mkdir()
+    one_sentence(run_facekit("embed", "--model", str(tmp_path / "m.keras"), "--data",
+                             str(tmp_path), "--out", str(tmp_path / "folder.npy")), "is a folder")
+    one_sentence(run_facekit("export", "--model", str(tmp_path / "m.keras"), "--format",
+                             "tflite", "--out", str(tmp_path / "model.bin")), "must end in .tflite")

@@ -77,7 +77,7 @@ def test_train_rejects_bad_config_before_tensorflow(tiny_faces):
 
 @pytest.mark.parametrize("args,message", [
     (["--head", "softmax", "--loss", "arcface"], "expects cosine; use --head normdense"),
-    (["--batch-size", "0"], "--batch-size must be at least 1, got 0."),
+    (["--batch-size", "0"], "--batch-size must be in [1, 65536], got 0."),
     (["--head", "softmax", "--loss", "adaface"],
      "outputs logits but the loss 'adaface' expects cosine+norm; use --head normdense or "
      "--head partial-fc or --head subcenter with this loss."),

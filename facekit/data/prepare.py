@@ -136,10 +136,12 @@ def prepare_dataset(source, destination, size: int = 112, crop: int | None = Non
         landmarks = read_landmarks(landmarks)
     if not source.is_dir():
         raise FacekitError(f"The source folder '{source}' does not exist.")
+    if not 16 <= size <= 4096:
+        raise FacekitError(f"--size must be in [16, 4096] pixels, got {size}.")
+    if crop is not None and crop < 1:
+        raise FacekitError(f"--crop must be at least 1 pixel, got {crop}.")
     require_apart(destination, source, what="destination")
     require_new_folder(destination, "destination folder")
-    if size < 16:
-        raise FacekitError(f"--size must be at least 16 pixels, got {size}.")
     jobs, identities, unreadable = plan_jobs(source, destination, size, crop, landmarks)
     if not jobs:
         raise FacekitError(f"'{source}' holds no images in identity sub-folders; expected "

@@ -93,6 +93,10 @@ class IndexedSource(DataSource):
                 self.summary += (f"\n{singles} identities have a single image: they are "
                                  "trained on but have none held out for validation")
         self.classes = self.train.classes
+        if len(self.classes) < 2:
+            raise FacekitError(f"'{self.path}' holds {len(self.classes)} identity to train on; "
+                               "a face model learns to tell identities apart, so it needs at "
+                               "least 2.")
         self.train_images = len(self.train)
         self.val_images = 0 if self.val is None else len(self.val)
 

@@ -38,6 +38,12 @@ def export_model(model_path, fmt: str, out) -> Path:
             raise FacekitError("ONNX export needs tf2onnx and onnx; install them with "
                                "pip install 'facekit[onnx]'.") from None
     out = Path(out)
+    if fmt == "savedmodel" and out.exists() and not out.is_dir():
+        raise FacekitError(f"--out '{out}' is a file; a SavedModel is a folder.")
+    if fmt != "savedmodel" and out.is_dir():
+        raise FacekitError(f"--out '{out}' is a folder; name the .{fmt} file.")
+    if fmt != "savedmodel" and out.suffix != f".{fmt}":
+        raise FacekitError(f"--out '{out}' must end in .{fmt}.")
     model = load_embedding_model(model_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     size = int(model.input_shape[1])

@@ -62,10 +62,14 @@ class IJBProtocol:
             templates = np.array([int(row[1]) for row in tid_mid], np.int64)
             medias = np.array([int(row[2]) for row in tid_mid], np.int64)
             pair_ids = np.array([[int(row[0]), int(row[1])] for row in pairs], np.int64)
-            issame = np.array([int(row[2]) for row in pairs]) == 1
+            issame = np.array([int(row[2]) for row in pairs], np.int64) == 1
         except ValueError as exc:
             raise FacekitError(f"{name}: template, media and label ids must be integers "
                                f"({exc}).") from None
+        if issame.all() or not issame.any():
+            raise FacekitError(f"{found[0].name} holds {len(issame)} pairs, "
+                               f"{int(issame.sum())} of them same-person: verification needs "
+                               "both same-person and different-person pairs.")
         unknown = np.setdiff1d(pair_ids.ravel(), templates)
         if len(unknown):
             raise FacekitError(f"{found[0].name} names {len(unknown)} templates without images "

@@ -93,15 +93,20 @@ def held_out_sets(source, seed: int) -> list:
 
 
 def check_sharing(source, batch_size: int, devices) -> None:
-    """Refuse, in one sentence, a batch or data the cluster's workers cannot share."""
-    if devices.cluster is None:
-        return
-    if batch_size % devices.replicas:
+    """Refuse, in one sentence, a batch the devices or data the cluster's workers cannot
+    share."""
+    replicas = devices.replicas
+    if batch_size % replicas:
+        lower = batch_size // replicas * replicas
+        nearest = " or ".join(str(n) for n in (lower, lower + replicas) if n > 0)
+        where = (f"on {devices.cluster.workers} workers" if devices.cluster is not None
+                 else "on this machine")
         raise OptionError(
-            "{batch_size} {size} cannot be split evenly over {replicas} replicas on "
-            "{workers} workers; use a multiple of {replicas}.", size=batch_size,
-            replicas=devices.replicas, workers=devices.cluster.workers)
-    source.check_workers(devices.cluster.workers, batch_size)
+            "{batch_size} {size} cannot be split evenly over the {replicas} replicas {where}; "
+            "use a multiple of {replicas} ({nearest}).", size=batch_size, replicas=replicas,
+            where=where, nearest=nearest)
+    if devices.cluster is not None:
+        source.check_workers(devices.cluster.workers, batch_size)
 
 
 def best_model_monitor(config, has_validation: bool, eval_sets) -> str | None:
