@@ -113,9 +113,6 @@ class RunFolder:
     def __repr__(self) -> str:
         return f"RunFolder({str(self.path)!r})"
 
-    def __truediv__(self, name: str) -> Path:
-        return self.path / name
-
     config = property(lambda self: self.path / CONFIG_FILE)
     classes = property(lambda self: self.path / "classes.json")
     basic_model = property(lambda self: self.path / BASIC_MODEL_FILE)

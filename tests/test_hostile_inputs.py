@@ -124,7 +124,7 @@ def test_bad_plugin_options_are_refused_before_any_data_is_read(tmp_path, option
     one_sentence(result, "The backbone option")
 
 
-def test_resume_refuses_an_option_it_would_drop(tmp_path):
+def test_resume_of_a_folder_that_is_no_run_is_one_sentence(tmp_path):
     with pytest.raises(FacekitError, match="no config.toml"):
         from facekit.plan import plan_run
 

@@ -12,12 +12,14 @@ gallery state, so searching again with new probes embeds only the probes.
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from facekit.eval.verification import l2_normalize
+from facekit.files import cache_dir, unique_temporary
 
 RANKS = (1, 5)
 
@@ -31,7 +33,6 @@ class Gallery:
 
 def gallery_cache_path(model_path, gallery: Path, flip: bool) -> Path:
     """A cache file named by the model file's identity and the gallery's fingerprint."""
-    from facekit.files import cache_dir
     from facekit.data.index import fingerprint
     from facekit.run_folder import model_file
 
@@ -60,11 +61,11 @@ def load_gallery(model, model_path, gallery: Path, *, batch_size: int = 64, flip
     result = Gallery(list(index.classes), l2_normalize(templates).astype(np.float32),
                      len(index))
     if use_cache:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        temporary = cache.with_suffix(".tmp.npz")
-        np.savez(temporary, classes=np.array(result.classes), templates=result.templates,
-                 images=result.images)
-        temporary.replace(cache)
+        with unique_temporary(cache) as temporary:
+            with open(temporary, "wb") as file:  # np.savez would add .npz to a path
+                np.savez(file, classes=np.array(result.classes), templates=result.templates,
+                         images=result.images)
+            os.replace(temporary, cache)
     return result, False
 
 
