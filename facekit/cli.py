@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import os
 import sys
 from enum import Enum
 from pathlib import Path
@@ -21,6 +20,7 @@ from facekit.config import LOGS, OPTIONS, PANELS, STAGES, TrainConfig
 from facekit.data.shards import WRITERS
 from facekit.eval.export import FORMATS
 from facekit.errors import FacekitError
+from facekit.native_logs import filter_native_logs
 from facekit.registry import KINDS, get_registry
 
 app = typer.Typer(
@@ -125,7 +125,6 @@ def _train(context: typer.Context, config_file: Optional[Path], resume: Optional
             plan = plan_run(resume=resume, **options)
         else:
             plan = plan_run(TrainConfig.from_dict(from_file), **options)
-        _quiet_tensorflow()
         from facekit.fit.run import fit
 
         result = fit(plan)
@@ -133,6 +132,8 @@ def _train(context: typer.Context, config_file: Optional[Path], resume: Optional
         raise error.respelled(spell) from None
     if result.interrupted:
         raise typer.Exit(130)
+    if result.stopped:  # NaN, or a callback: no final model
+        raise typer.Exit(1)
 
 
 def _from_command_line(name: str, value):
@@ -281,7 +282,6 @@ def evaluate(
         raise FacekitError("Give --data with --pairs or --auto-pairs, or --bin or --ijb alone.")
     if folds is not None and folds < 2:
         raise FacekitError(f"--folds must be at least 2, got {folds}.")
-    _quiet_tensorflow()
     from facekit.eval.api import evaluate as run_evaluation
     from facekit.eval.protocols import IJB, Pairs
     from facekit.eval.sets import VerificationSet, bin_files
@@ -362,7 +362,6 @@ def embed(
     for target in (out, out.with_suffix(".csv")) if out.suffix == ".npy" else (out,):
         if target.is_dir():  # checked before the embedding work, not after
             raise FacekitError(f"--out '{target}' is a folder; name a file.")
-    _quiet_tensorflow()
     import pandas as pd
 
     from facekit.data.sources import load_index
@@ -389,6 +388,13 @@ def embed(
         table["embedding"] = list(vectors.astype("float32"))
         table.to_parquet(out, index=False)
         typer.echo(f"Wrote {len(vectors)} embeddings to {out}")
+    _list_skipped(index.skipped)
+
+
+def _list_skipped(skipped) -> None:
+    """Name every input file a command left out, and why (never a silent drop)."""
+    for path, reason in skipped:
+        typer.echo(f"  skipped {path}: {reason}")
 
 
 @app.command()
@@ -409,7 +415,6 @@ def compare(
     from facekit.eval.thresholds import threshold_at
 
     threshold = threshold_at(model, far)  # before TensorFlow: a missing file is a quick error
-    _quiet_tensorflow()
     from facekit.eval.embedding import embed_paths, load_embedding_model
     from facekit.eval.verification import l2_normalize
 
@@ -446,7 +451,6 @@ def identify(
     from facekit.eval.protocols import Identification
 
     protocol = Identification(gallery, probe, top, cache_key=model if cache else None)
-    _quiet_tensorflow()
     from facekit.eval.api import evaluate as run_evaluation
 
     report = run_evaluation(model, [protocol], flip=flip, batch_size=batch_size).reports[0]
@@ -457,6 +461,7 @@ def identify(
                f"{report.probes}, {report.enrolled} of enrolled people")
     typer.echo("  ".join(f"rank-{k}: {value:.4f}" for k, value in report.accuracy.items()))
     typer.echo(f"top matches: {out}")
+    _list_skipped(report.skipped)
 
 
 @app.command()
@@ -466,7 +471,6 @@ def export(
     out: Annotated[Path, typer.Option(help="Output folder (savedmodel) or file.")],
 ):
     """Export the embedding model (raw [0, 255] RGB images in, embeddings out)."""
-    _quiet_tensorflow()
     from facekit.eval.export import export_model
 
     export_model(model, format.value, out)
@@ -497,8 +501,7 @@ def prepare(
     report = prepare_dataset(source, destination, size, crop, workers, landmarks=landmarks)
     typer.echo(f"Wrote {report.written} images of {report.identities} identities to "
                f"{destination}; skipped {len(report.skipped)}.")
-    for path, reason in report.skipped:
-        typer.echo(f"  skipped {path}: {reason}")
+    _list_skipped(report.skipped)
     if not report.written:
         raise FacekitError(f"No image of '{source}' could be converted (each is listed "
                            "above as skipped).")
@@ -513,8 +516,6 @@ def index(
     rebuild: Annotated[bool, typer.Option(help="Ignore a cached index.")] = False,
 ):
     """Build (or load) the cached index of a data folder and summarize it."""
-    if verify:
-        _quiet_tensorflow()
     from facekit.data.sources import load_index
 
     dataset_index = load_index(data, use_cache=not rebuild, verify=verify)
@@ -536,7 +537,6 @@ def pack(
     """Pack a data folder into TFRecord shards or an insightface .rec (train with --data OUT)."""
     if images_per_shard < 1:
         raise FacekitError(f"--images-per-shard must be at least 1, got {images_per_shard}.")
-    _quiet_tensorflow()
     from facekit.data.sources import load_index
 
     dataset_index = load_index(data)
@@ -567,13 +567,9 @@ def demo_data(
     typer.echo(f"Wrote {identities} identities x {images} images to {folder}")
 
 
-def _quiet_tensorflow() -> None:
-    """Hide TensorFlow's C++ start-up chatter unless the user asked for it."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-
 def main() -> None:
     """Console entry point: user mistakes become one line on stderr and exit code 2."""
+    filter_native_logs()
     try:
         app()
     except FacekitError as exc:

@@ -26,6 +26,7 @@ from facekit.data.augment import LEVELS, Augmentation
 from facekit.declare import (Check, OptionSpec, at_least, between, comma_ints, fraction,
                              option, positive)
 from facekit.errors import FacekitError, OptionError
+from facekit.files import read_text
 
 # Each optimizer's default learning rate: Adam's 5e-3 measured best on the LFW subset
 # (docs/training.md); the others are Keras'.
@@ -430,11 +431,11 @@ def read_config_file(path: str | Path) -> dict:
     path = Path(path)
     if path.is_dir():
         path = path / "config.toml"
+    if not path.is_file():
+        raise FacekitError(f"The config file '{path}' does not exist.")
     try:
-        data = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise FacekitError(f"The config file '{path}' does not exist.") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        data = tomllib.loads(read_text(path, "The config file"))
+    except tomllib.TOMLDecodeError as exc:
         raise FacekitError(f"The config file '{path}' is not valid TOML: {exc}.") from None
     data = _underscored(data)
     stages = data.get("stages", [])

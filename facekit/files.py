@@ -17,6 +17,17 @@ from pathlib import Path
 from facekit.errors import FacekitError
 
 
+def read_text(path: str | Path, what: str) -> str:
+    """The UTF-8 text of an outside file; a file that is not text gets one sentence
+    naming it as ``what`` ("The pairs file")."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise FacekitError(f"{what} '{path}' is not UTF-8 text (byte {exc.start}).") from None
+    except OSError as exc:
+        raise FacekitError(f"{what} '{path}' cannot be read: {exc.strerror}.") from None
+
+
 def cache_dir() -> Path:
     """facekit's cache folder: $FACEKIT_CACHE, else $XDG_CACHE_HOME/facekit, else ~/.cache/facekit."""
     if os.environ.get("FACEKIT_CACHE"):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,8 +26,8 @@ from facekit.eval.protocols import Pairs
 from facekit.registry import Registry, get_registry
 from facekit.run_folder import RunFolder, RunState
 
-# What ``--resume`` may change: the run's total epochs.  Everything else is the run's own.
-RESUMABLE = ("epochs",)
+# What ``--resume`` may change: the run's total epochs, and how much it prints.
+RESUMABLE = ("epochs", "verbose")  # the total may rise; how much it prints is free
 
 
 
@@ -201,8 +202,16 @@ def _resume_config(run_dir: Path, options: dict) -> tuple[TrainConfig, RunState]
     if saved.stages and "epochs" in options:
         raise OptionError("{epochs} cannot change a run with stages on resume; each stage "
                           "keeps its epochs (see {file}).", file=run.config)
+    edited = [name for name, value in (state.model or {}).items()
+              if json.loads(json.dumps(getattr(saved, name))) != value]
+    if edited:
+        raise FacekitError(
+            f"'{run.config}' says {edited[0]} = {getattr(saved, edited[0])!r}, but the run's "
+            f"checkpoints hold a network with {edited[0]} = {state.model[edited[0]]!r}; "
+            "restore the file, or start a new run to train another network.")
     config = saved.with_overrides(**options, output=str(run_dir))
-    if state.epoch >= config.total_epochs:
+    finished = run.basic_model.is_file() and run.model.is_file()
+    if state.epoch > config.total_epochs or (state.epoch == config.total_epochs and finished):
         raise OptionError("'{run}' has already trained {done} epoch(s); pass {epochs} with "
                           "more than {done} to continue.", run=run_dir, done=state.epoch)
     return config, state

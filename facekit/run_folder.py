@@ -41,6 +41,11 @@ class Best:
     epoch: int
 
 
+# The options that decide the network a checkpoint holds: a resume must not change them.
+ARCHITECTURE = ("backbone", "backbone_options", "neck", "neck_options", "embedding_size",
+                "image_size", "embedding_bn")
+
+
 @dataclass(frozen=True)
 class RunState:
     """Where a run stands: its last saved epoch and that epoch's checkpoint.
@@ -50,12 +55,15 @@ class RunState:
         checkpoint: the checkpoint file's name inside ``RUN/checkpoints``.
         stage: the stage that epoch belonged to, for staged runs.
         best: the best epoch so far, when the run picks its basic model by a figure.
+        model: what the checkpoints hold (``ARCHITECTURE``'s options and their values),
+            so that a resume can refuse a config.toml edited since.
     """
 
     epoch: int
     checkpoint: str
     stage: int | None = None
     best: Best | None = None
+    model: dict | None = None
 
     def to_dict(self) -> dict:
         data = {"epoch": self.epoch, "checkpoint": self.checkpoint}
@@ -63,6 +71,8 @@ class RunState:
             data["stage"] = self.stage
         if self.best is not None:
             data["best"] = {"value": self.best.value, "epoch": self.best.epoch}
+        if self.model is not None:
+            data["model"] = dict(self.model)
         return data
 
     @classmethod
@@ -89,7 +99,12 @@ class RunState:
                     or isinstance(best.get("value"), bool)):
                 raise bad("best is not {value, epoch}")
             best = Best(float(best["value"]), int(best["epoch"]))
-        return cls(int(epoch), checkpoint, stage, best)
+        model = data.get("model")
+        if model is not None and not (isinstance(model, dict) and all(
+                key in ARCHITECTURE and isinstance(value, (str, int, dict, type(None)))
+                for key, value in model.items())):
+            raise bad("model is not the architecture's options")
+        return cls(int(epoch), checkpoint, stage, best, model)
 
 
 def _whole(value) -> bool:

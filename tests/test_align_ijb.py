@@ -84,6 +84,15 @@ def test_prepare_with_landmarks(tmp_path):
         bright = np.asarray(image)[..., 0] > 100
     for x, y in np.round(ARCFACE_TEMPLATE).astype(int):
         assert bright[y - 1:y + 2, x - 1:x + 2].any()
+    far_away = landmarks + 5000  # points outside the photo: a black face, never written
+    listed.write_text("ann/a.png " + " ".join(f"{v:.3f}" for v in landmarks.ravel()) + "\n"
+                      "ann/b.png " + " ".join(f"{v:.3f}" for v in far_away.ravel()) + "\n")
+    outside = run_facekit("prepare", str(source), str(tmp_path / "out3"), "--landmarks",
+                          str(listed))
+    assert outside.returncode == 0, outside.stderr
+    assert "Wrote 1 images" in outside.stdout
+    assert "b.png: its landmarks lie outside the image (only 0% of" in outside.stdout
+    assert not (tmp_path / "out3" / "ann" / "b.jpg").exists()
     listed.write_text("ann/a.png 1 2 3\n")
     bad = run_facekit("prepare", str(source), str(tmp_path / "out2"), "--landmarks", str(listed))
     assert bad.returncode == 2 and "expected an image name and 10 coordinates" in bad.stderr

@@ -128,3 +128,64 @@ def test_history_json_plot_and_tensorboard(tmp_path, tiny_faces, tinynet_plugin)
     assert {"loss", "accuracy", "val_loss", "val_accuracy"} <= set(rows[0])
     assert (result.run_dir / "training.png").read_bytes()[:4] == b"\x89PNG"
     assert any((result.run_dir / "tensorboard").rglob("events.out.tfevents.*"))
+
+
+def test_a_nan_in_the_last_epoch_saves_no_model_and_says_so(tmp_path, tiny_faces,
+                                                            tinynet_plugin):
+    result = facekit.train(data=str(tiny_faces), output=str(tmp_path / "run"),
+                           lr=1e38, **TINY_TRAIN)  # one epoch: the last one diverges
+    assert result.stopped == "NaN loss"
+    assert not any((tmp_path / "run").glob("*.keras"))
+
+
+def test_a_run_stopped_after_its_last_checkpoint_resumes_to_its_final_models(
+        tmp_path, tiny_faces, tinynet_plugin, capsys):
+    run = RunFolder(tmp_path / "run")
+    facekit.train(data=str(tiny_faces), output=str(run.path), **{**EXACT, "epochs": 2})
+    final = weights(run.model)
+    for path in run.path.glob("*.keras"):  # as if Ctrl-C came before the final models
+        path.unlink()
+    facekit.train(resume=run.path, verbose=1)
+    assert "wrote the final models from the last checkpoint" in capsys.readouterr().out
+    for a, b in zip(final, weights(run.model)):
+        np.testing.assert_array_equal(a, b)
+    assert run.basic_model.is_file()
+
+
+def test_a_damaged_last_checkpoint_resumes_from_the_one_before(tmp_path, tiny_faces,
+                                                               tinynet_plugin, capsys):
+    run = RunFolder(tmp_path / "run")
+    facekit.train(data=str(tiny_faces), output=str(run.path), **{**EXACT, "epochs": 2})
+    with open(run.history_csv, "a") as f:  # the partial row an interrupted epoch leaves
+        f.write("2,9.9,0.1\n")
+    run.checkpoint(2).write_bytes(b"PK\x03\x04 cut short")
+    config = run.config.read_bytes()
+    facekit.train(resume=run.path, epochs=3, verbose=1)
+    assert "Resuming from the intact epoch-0001.keras instead (epoch 1)" in (
+        capsys.readouterr().out)
+    with open(run.history_csv) as f:  # each epoch once, the redone ones replaced
+        assert [row["epoch"] for row in csv.DictReader(f)] == ["0", "1", "2"]
+    assert run.read_state().epoch == 3 and run.model.is_file()
+    assert b"epochs = 3" in run.config.read_bytes() and config != run.config.read_bytes()
+
+
+def test_a_resume_that_cannot_load_changes_nothing(tmp_path, tiny_faces, tinynet_plugin):
+    run = RunFolder(tmp_path / "run")
+    facekit.train(data=str(tiny_faces), output=str(run.path),
+                  **{**EXACT, "epochs": 1})
+    run.checkpoint(1).write_bytes(b"PK\x03\x04 cut short")
+    before = {p.name: p.read_bytes() for p in run.path.rglob("*") if p.is_file()}
+    with pytest.raises(facekit.FacekitError, match="epoch-0001.keras"):
+        facekit.train(resume=run.path, epochs=2)
+    assert {p.name: p.read_bytes() for p in run.path.rglob("*") if p.is_file()} == before
+
+
+def test_resume_refuses_a_config_edited_to_another_network(tmp_path, tiny_faces,
+                                                           tinynet_plugin):
+    run = RunFolder(tmp_path / "run")
+    facekit.train(data=str(tiny_faces), output=str(run.path), **{**EXACT, "epochs": 1})
+    assert run.read_state().model["backbone"] == "tinynet"
+    run.config.write_text(run.config.read_text().replace('backbone = "tinynet"',
+                                                         'backbone = "resnet50"'))
+    with pytest.raises(facekit.FacekitError, match="checkpoints hold a network with backbone"):
+        facekit.train(resume=run.path, epochs=2)

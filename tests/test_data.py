@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from facekit.data.pipeline import make_dataset, sampling_weights
+from facekit.data.pipeline import DroppedBatches, make_dataset, sampling_weights
 from facekit.data.split import split_index
 from facekit.data.index import scan_folder
 from facekit.errors import FacekitError
@@ -68,11 +68,15 @@ def test_training_pipeline_repeats_and_skips_files_broken_after_indexing(tmp_pat
         Image.new("RGB", (32, 32), (i, 0, 0)).save(tmp_path / "a" / f"{i}.png")
     index = scan_folder(tmp_path)
     (tmp_path / "a" / "3.png").write_bytes(b"")  # broken mid-run: logged and skipped
-    dataset = make_dataset(index, image_size=32, batch_size=4, training=True, seed=0)
+    dropped = DroppedBatches()
+    dataset = make_dataset(index, image_size=32, batch_size=4, training=True, seed=0,
+                           dropped=dropped)
     batches = [images.numpy() for images, _ in dataset.take(10)]
     assert all(b.shape == (4, 32, 32, 3) and b.dtype == np.uint8 for b in batches)
     reds = {int(v) for b in batches for v in b[:, 0, 0, 0]}
     assert reds == {0, 1, 2, 4, 5}
+    # Ten batches came out; every one with 3.png in it was dropped, and counted.
+    assert dropped.take() >= 3 and dropped.take() == 0
 
 
 def test_split_by_identities_holds_out_whole_people(tmp_path):

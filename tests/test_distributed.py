@@ -23,12 +23,13 @@ TINY_CLUSTER = ["--backbone", "tinynet", "--image-size", "32", "--batch-size", "
                 "--bn-recalibration", "2", "--collective-timeout", "30"]
 
 
-def _launch(tmp_path, args, plugin, name):
-    """Start a two-worker cluster of `facekit train ARGS`; returns the processes."""
+def _launch(tmp_path, args, plugin, name, cache=None):
+    """Start a two-worker cluster of `facekit train ARGS`; returns the processes.
+    ``cache``: a facekit cache folder both workers share (default: the tests' own)."""
     processes = []
     for index, tf_config in enumerate(loopback_tf_configs(2)):
         env = {**os.environ, "PYTHONPATH": str(plugin), "TF_CPP_MIN_LOG_LEVEL": "2",
-               "TF_CONFIG": tf_config}
+               "TF_CONFIG": tf_config, **({"FACEKIT_CACHE": str(cache)} if cache else {})}
         log = open(tmp_path / f"{name}-{index}.log", "w")
         processes.append(subprocess.Popen([sys.executable, "-m", "facekit", "train", *args],
                                           env=env, stdout=log, stderr=subprocess.STDOUT))
@@ -52,13 +53,16 @@ def _log(tmp_path, name, index):
 def test_two_workers_train_the_same_model_and_resume(tmp_path, tiny_faces, tinynet_plugin):
     """With the partial-fc head, whose class centers are sharded over the workers'
     replicas and gathered whole into each worker's checkpoint (the softmax head
-    trains on two workers in the next test)."""
-    run = tmp_path / "run"
+    trains on two workers in the next test).  Both workers index the same folder
+    at once, into one fresh cache."""
+    run, cache = tmp_path / "run", tmp_path / "fresh-cache"
     args = ["--data", str(tiny_faces), "--output", str(run), "--epochs", "2", *TINY_CLUSTER,
             "--head", "partial-fc", "--head-opt", "sample_rate=0.5", "--loss", "arcface"]
-    codes = _wait(_launch(tmp_path, args, tinynet_plugin, "train"), timeout=300)
+    codes = _wait(_launch(tmp_path, args, tinynet_plugin, "train", cache), timeout=300)
     assert codes == [0, 0], _log(tmp_path, "train", 0)[-3000:] + _log(tmp_path, "train", 1)[-3000:]
     assert "over 2 workers" in _log(tmp_path, "train", 0)
+    assert len(list((cache / "index").glob("*.feather"))) == 1  # one cache, written whole
+    assert not [p for p in (cache / "index").iterdir() if "tmp" in p.name]
     for name in ("model.keras", "basic_model.keras", "history.csv", "config.toml",
                  "training.png"):
         assert (run / name).is_file(), name

@@ -184,6 +184,28 @@ def test_compare_and_identify(tmp_path, trained_run, tiny_faces):
     assert "(cached embeddings)" in again.stdout and "(cached" not in first.stdout
     assert pd.read_csv(out).equals(table)
 
+    # A probe that cannot be read is named, not dropped in silence.
+    (probes / "stranger" / "broken.jpg").write_bytes(b"not a picture")
+    named = invoke_facekit("identify", "--gallery", gallery, "--probe", probes,
+                           "--model", run_dir, "--out", out)
+    assert f"skipped {probes / 'stranger' / 'broken.jpg'}: not an image file" in named.stdout
+    # A gallery image rewritten in place (same name, same folders) is embedded again,
+    # and a damaged cache counts as missing.
+    replaced = sorted((gallery / names[0]).iterdir())[0]
+    replaced.write_bytes(a.read_bytes())
+    fresh = invoke_facekit("identify", "--gallery", gallery, "--probe", probes,
+                           "--model", run_dir, "--out", out)
+    assert "(cached" not in fresh.stdout
+    from facekit.files import cache_dir
+
+    caches = list((cache_dir() / "gallery").glob("*.npz"))
+    assert caches
+    for cache in caches:
+        cache.write_bytes(b"PK damaged")
+    damaged = invoke_facekit("identify", "--gallery", gallery, "--probe", probes,
+                             "--model", run_dir, "--out", out)
+    assert "(cached" not in damaged.stdout and "rank-1" in damaged.stdout
+
 
 def test_embed_to_npy_and_parquet(tmp_path, trained_run, tiny_faces):
     result = run_facekit("embed", "--model", str(trained_run), "--data", str(tiny_faces),
@@ -347,3 +369,21 @@ def test_evaluate_in_python_takes_any_protocol(tmp_path, trained_run, tiny_faces
     assert [line.split()[0] for line in result.table().splitlines() if line] == [
         "set", "pairs", "set", "faces", "set", "norms"]
     assert json.dumps(result.to_dict())  # plain JSON
+
+
+def test_an_image_that_cannot_be_decoded_is_named(tmp_path, trained_run, tiny_faces):
+    from facekit.eval.binfile import write_bin
+    from facekit.eval.embedding import embed_encoded, embed_paths
+
+    model = facekit.load_model(trained_run)
+    good = sorted(tiny_faces.glob("*/*.jpg"))[:3]
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8 a JPEG header and nothing else")
+    with pytest.raises(facekit.FacekitError, match=f"'{broken}' cannot be decoded as an image"):
+        embed_paths(model, [str(p) for p in good] + [str(broken)], batch_size=2)
+    images = [p.read_bytes() for p in good] + [b"garbage"]
+    write_bin(tmp_path / "set.bin", images, [True, False])
+    with pytest.raises(facekit.FacekitError, match=r"Image 3 of 'set' \(pair 2\) cannot be"):
+        evaluate_set(model, VerificationSet.from_bin(tmp_path / "set.bin", 2))
+    with pytest.raises(facekit.FacekitError, match=r"Image 3 of the set \(pair 2\)"):
+        embed_encoded(model, images)

@@ -201,3 +201,65 @@ def test_outputs_are_checked_before_the_work(tmp_path):
                              str(tmp_path), "--out", str(tmp_path / "folder.npy")), "is a folder")
     one_sentence(run_facekit("export", "--model", str(tmp_path / "m.keras"), "--format",
                              "tflite", "--out", str(tmp_path / "model.bin")), "must end in .tflite")
+
+
+def _bin_bomb(size: int) -> bytes:
+    """A 78-byte pickle asking NumPy for an uninitialised array of ``size`` bytes."""
+    n = size.to_bytes(5, "little")
+    return (b"\x80\x02]cnumpy._core.multiarray\n_reconstruct\ncnumpy\nndarray\n\x8a\x05" + n
+            + b"\x85U\x01B\x87Rq\x01ah\x01a]\x88a\x86.")
+
+
+@pytest.mark.parametrize("payload,fragment", [
+    (_bin_bomb(10**9), "an array in it carries no data"),
+    (b"\x80\x02cnumpy\nndarray\n\x8a\x05" + (10**9).to_bytes(5, "little") + b"\x85R]\x88a\x86.",
+     "not callable"),
+    (None, "refer to the same data many times over"),
+])
+def test_a_bin_cannot_allocate_more_than_its_size(tmp_path, payload, fragment):
+    import pickle
+    import resource
+
+    from facekit.eval.binfile import read_bin
+
+    if payload is None:  # one 100 kB image referenced 2,000 times: 200 MB from 100 kB
+        payload = pickle.dumps(([b"\xff" * 100_000] * 2000, [True] * 1000), protocol=4)
+    path = tmp_path / "hostile.bin"
+    path.write_bytes(payload)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(FacekitError, match=fragment):
+        read_bin(path)
+    grown_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    assert grown_kb < 50_000
+
+
+def test_a_bin_of_numpy_images_still_reads(tmp_path):
+    import pickle
+
+    import numpy as np
+
+    from facekit.eval.binfile import read_bin
+
+    image = np.frombuffer(b"\xff\xd8jpeg", np.uint8)
+    path = tmp_path / "arrays.bin"
+    path.write_bytes(pickle.dumps(([image, b"ab", image.copy(), b"cd"],
+                                   [True, np.bool_(False)]), protocol=2))
+    images, issame = read_bin(path)
+    assert images == [b"\xff\xd8jpeg", b"ab", b"\xff\xd8jpeg", b"cd"]
+    assert issame.tolist() == [True, False]
+
+
+def test_a_model_holding_python_code_is_one_sentence(tmp_path, photos):
+    import keras
+
+    inputs = keras.Input((112, 112, 3))
+    marker = tmp_path / "PWNED"
+    outputs = keras.layers.Lambda(lambda x: x * 2)(inputs)
+    keras.Model(inputs, outputs).save(tmp_path / "lambda.keras")
+    (tmp_path / "garbage.keras").write_bytes(b"PK\x03\x04 not really a zip")
+    for name, fragment in [("lambda.keras", "holds Python code (a Lambda layer)"),
+                           ("garbage.keras", "is not a Keras 3 .keras model file")]:
+        result = run_facekit("embed", "--data", str(photos), "--out", str(tmp_path / "e.npy"),
+                             "--model", str(tmp_path / name))
+        one_sentence(result, name, fragment)
+    assert not marker.exists()

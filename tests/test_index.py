@@ -180,3 +180,20 @@ def test_a_symlink_loop_is_one_sentence(tmp_path):
     assert index.classes == ["id0", "id1", "id2"]  # the loop is neither a folder nor an image
     (root / "id0" / "loop").symlink_to(root / "id0" / "loop")
     assert len(load_index(root, use_cache=False, verify=False)) == 12
+
+
+def test_a_file_rewritten_in_place_is_verified_again(tmp_path):
+    import os
+
+    root = make_folder(tmp_path / "data")
+    assert load_index(root).skipped == []
+    path = root / "id1" / "2.jpg"
+    stat = path.stat()
+    folder_stat = path.parent.stat()
+    path.write_text("no longer a picture")
+    # An in-place rewrite keeps the folders' times; keep them exactly, to be sure.
+    os.utime(path.parent, ns=(folder_stat.st_atime_ns, folder_stat.st_mtime_ns))
+    assert path.stat().st_mtime_ns != stat.st_mtime_ns or path.stat().st_size != stat.st_size
+    skipped = load_index(root).skipped
+    assert [(p.split("/")[-1], reason.split(" (")[0]) for p, reason in skipped] == [
+        ("2.jpg", "not an image file")]

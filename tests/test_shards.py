@@ -85,3 +85,20 @@ def test_pack_command(tmp_path, tiny_faces):
     assert "Packed 40 images of 4 identities into 2 shard(s)" in result.stdout
     again = run_facekit("pack", str(tiny_faces), str(tmp_path / "out"))
     assert again.returncode == 2 and "already holds packed shards" in again.stderr
+
+
+def test_a_truncated_shard_is_counted_not_silent(packed, tmp_path):
+    import shutil
+
+    from facekit.data.pipeline import DroppedBatches
+
+    copy = tmp_path / "shards"
+    shutil.copytree(packed, copy)
+    first = copy / read_meta(copy)["shards"][0]["file"]
+    first.write_bytes(first.read_bytes()[: first.stat().st_size // 2])
+    dropped = DroppedBatches()
+    dataset = shard_dataset(copy, image_size=32, batch_size=4, training=False,
+                            dropped=dropped)
+    read = sum(len(labels) for _, labels in dataset)
+    assert read < read_meta(copy)["images"]
+    assert dropped.take() >= 1

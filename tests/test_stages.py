@@ -156,8 +156,9 @@ def test_resume_between_stages(tmp_path, tiny_faces, tinynet_plugin):
     first = facekit.train(output=str(tmp_path / "run"), data=str(tiny_faces),
                           callbacks=[InterruptAfterFirstEpoch()], **staged)
     assert first.interrupted == "SIGINT"
-    assert RunFolder(first.run_dir).read_state().to_dict() == {
-        "epoch": 1, "checkpoint": "epoch-0001.keras", "stage": 1}
+    state = RunFolder(first.run_dir).read_state().to_dict()
+    assert state.pop("model")["backbone"] == "tinynet"
+    assert state == {"epoch": 1, "checkpoint": "epoch-0001.keras", "stage": 1}
     resumed = facekit.train(resume=first.run_dir)
     assert resumed.interrupted is None
     assert [int(row["stage"]) for row in _history(first.run_dir)] == [1, 2]

@@ -26,7 +26,7 @@ LAYERS = [
 # function that needs them): what planning and the light commands load.
 LIGHT = ["facekit", "facekit.errors", "facekit.hookspecs", "facekit.declare",
          "facekit.registry", "facekit.components", "facekit.run_folder", "facekit.cluster",
-         "facekit.config", "facekit.plan", "facekit.cli", "facekit.data.sources",
+         "facekit.config", "facekit.plan", "facekit.cli", "facekit.native_logs", "facekit.data.sources",
          "facekit.data.index", "facekit.data.demo", "facekit.data.recordio",
          "facekit.eval.sets", "facekit.eval.thresholds", "facekit.eval.protocols",
          "facekit_plugins", "facekit_plugins.backbones", "facekit_plugins.necks",

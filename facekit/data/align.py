@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from facekit.errors import FacekitError
+from facekit.files import read_text
 
 # (x, y) of left eye, right eye, nose tip, left and right mouth corner at 112x112.
 ARCFACE_TEMPLATE = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366],
@@ -61,6 +62,23 @@ def warp(image, matrix: np.ndarray, size: int):
                            resample=Image.Resampling.BILINEAR, fillcolor=(0, 0, 0))
 
 
+def inside_fraction(matrix: np.ndarray, image_size: tuple[int, int], size: int) -> float:
+    """The fraction of the aligned size×size crop that samples inside the source image
+    (``image_size`` = (width, height)); the rest would be black fill."""
+    grid = (np.arange(16) + 0.5) * size / 16
+    x, y = np.meshgrid(grid, grid)
+    targets = np.stack([x.ravel(), y.ravel(), np.ones(x.size)])
+    inverse = np.linalg.inv(np.vstack([matrix, [0.0, 0.0, 1.0]]))[:2]
+    source_x, source_y = inverse @ targets
+    width, height = image_size
+    return float(np.mean((source_x >= 0) & (source_x < width)
+                         & (source_y >= 0) & (source_y < height)))
+
+
+# An aligned face less than this much inside its photo is landmarks gone wrong.
+MIN_INSIDE = 0.5
+
+
 def align_face(image, landmarks, size: int = 112):
     """``image`` (PIL, RGB) aligned to the ArcFace template by its 5 landmarks."""
     return warp(image, alignment_matrix(landmarks, size), size)
@@ -79,7 +97,7 @@ def read_landmarks_with_scores(path) -> dict[str, tuple[np.ndarray, float]]:
     if not path.is_file():
         raise FacekitError(f"The landmarks file '{path}' does not exist.")
     found = {}
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+    for number, line in enumerate(read_text(path, "The landmarks file").splitlines(), start=1):
         fields = line.split()
         if not fields or fields[0].startswith("#"):
             continue

@@ -7,10 +7,13 @@ run on the accelerator on whole batches (see facekit.data.augment).
 
 from __future__ import annotations
 
+import itertools
+import threading
+
 def make_dataset(index, *, image_size: int, batch_size: int, training: bool,
                  seed: int = 0, skip_unreadable: bool = True, skip_batches: int = 0,
                  deterministic: bool = False, num_workers: int = 1, worker_index: int = 0,
-                 class_balance: float = 0.0):
+                 class_balance: float = 0.0, dropped: DroppedBatches | None = None):
     """A batched, prefetched dataset of (uint8 images, int32 labels) from ``index`` (a
     facekit.data.index.DatasetIndex of any format: its reader loads each batch).
 
@@ -22,6 +25,7 @@ def make_dataset(index, *, image_size: int, batch_size: int, training: bool,
     file names, not decoded images.  With several workers each reads its own
     share of the files, ``worker_index::num_workers``.  A ``class_balance``
     above 0 draws training batches with replacement instead (``balanced_batches``).
+    ``dropped`` counts the batches skipped as unreadable.
     """
     import tensorflow as tf
 
@@ -37,12 +41,63 @@ def make_dataset(index, *, image_size: int, batch_size: int, training: bool,
                                       reshuffle_each_iteration=True).repeat()
             dataset = dataset.skip(skip_batches * batch_size)
         dataset = dataset.batch(batch_size, drop_remainder=training)
-    dataset = dataset.map(lambda items, labels: (load(items), labels),
-                          num_parallel_calls=tf.data.AUTOTUNE,
-                          deterministic=deterministic or not training)
-    if skip_unreadable:  # a file broken since indexing costs its batch, logged, not the run
-        dataset = dataset.ignore_errors(log_warning=True)
+    decode = lambda items, labels: (load(items), labels)  # noqa: E731
+    if skip_unreadable:  # a file broken since indexing costs its batch, counted, not the run
+        dataset = decode_or_drop(dataset, decode, dropped, deterministic or not training)
+    else:
+        dataset = dataset.map(decode, num_parallel_calls=tf.data.AUTOTUNE,
+                              deterministic=deterministic or not training)
     return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+class DroppedBatches:
+    """The batches a dataset dropped because they could not be read (an image broken
+    since indexing, a truncated shard), counted as gaps in the batches' ordinals, so
+    that a run can say what each epoch lost.  ``take()`` returns the count since the
+    last call."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._seen, self._produced, self._reported = {}, {}, 0
+
+    def seen(self, stream: int, ordinal: int) -> None:
+        with self._lock:
+            self._seen[stream] = max(self._seen.get(stream, -1), int(ordinal))
+            self._produced[stream] = self._produced.get(stream, 0) + 1
+
+    def take(self) -> int:
+        with self._lock:
+            total = sum(self._seen[s] + 1 - self._produced[s] for s in self._seen)
+            new, self._reported = total - self._reported, total
+            return max(0, new)
+
+
+_streams = itertools.count()
+
+
+def decode_or_drop(dataset, decode, dropped: DroppedBatches | None, deterministic: bool):
+    """``dataset.map(decode)`` where a batch that fails to decode is dropped (and counted
+    in ``dropped``) instead of ending the run."""
+    import tensorflow as tf
+
+    if dropped is None:
+        return dataset.map(decode, num_parallel_calls=tf.data.AUTOTUNE,
+                           deterministic=deterministic).ignore_errors()
+    stream = next(_streams)
+
+    def note(ordinal, images, labels):
+        done = tf.py_function(lambda n: dropped.seen(stream, n.numpy()) or 0, [ordinal],
+                              tf.int32)
+        with tf.control_dependencies([done]):
+            return tf.identity(images), labels
+
+    def numbered(ordinal, batch):
+        return (ordinal, *(decode(*batch) if isinstance(batch, tuple) else decode(batch)))
+
+    dataset = dataset.enumerate().map(numbered,
+                                      num_parallel_calls=tf.data.AUTOTUNE,
+                                      deterministic=deterministic)
+    return dataset.ignore_errors().map(note)
 
 
 def sampling_weights(labels, power: float):

@@ -48,9 +48,14 @@ def convert_image(source, target: str, size: int, crop: int | None,
         with Image.open(source) as image:
             image = image.convert("RGB")
             if landmarks is not None:
-                from facekit.data.align import align_face
+                from facekit.data.align import MIN_INSIDE, alignment_matrix, inside_fraction, warp
 
-                image = align_face(image, landmarks, size)
+                matrix = alignment_matrix(landmarks, size)
+                inside = inside_fraction(matrix, image.size, size)
+                if inside < MIN_INSIDE:
+                    return (f"its landmarks lie outside the image (only {inside:.0%} of the "
+                            "aligned face would be inside it)")
+                image = warp(image, matrix, size)
             elif crop:
                 width, height = image.size
                 side = min(crop, width, height)

@@ -32,6 +32,7 @@ import numpy as np
 
 from facekit.data.index import INDEX_VERSION, DatasetIndex, cached_index
 from facekit.errors import FacekitError
+from facekit.files import read_text
 
 MAGIC = 0xCED7230A
 _MAGIC_BYTES = struct.pack("<I", MAGIC)
@@ -273,9 +274,9 @@ def _fast_headers(rec: RecordFile, offsets: np.ndarray):
 def _property_size(path: Path) -> int | None:
     """The image size ``property`` states (``classes,height,width``), when it does."""
     try:
-        fields = path.read_text().strip().split(",")
+        fields = read_text(path, "The RecordIO property file").strip().split(",")
         return int(fields[1]) if len(fields) >= 3 and fields[1] == fields[2] else None
-    except (OSError, ValueError):
+    except (FacekitError, ValueError):  # missing or unreadable: no size stated
         return None
 
 

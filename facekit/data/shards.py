@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from facekit.errors import FacekitError
+from facekit.files import read_text
 from facekit.data.index import DatasetIndex
 
 META_FILE = "facekit-shards.json"
@@ -25,7 +26,28 @@ def is_packed(path) -> bool:
 
 
 def read_meta(path) -> dict:
-    return json.loads((Path(path) / META_FILE).read_text())
+    """The metadata of packed shards, checked: a bad file is one sentence naming it."""
+    file = Path(path) / META_FILE
+    try:
+        meta = json.loads(read_text(file, "The shard metadata"))
+    except ValueError as exc:
+        raise FacekitError(f"The shard metadata '{file}' is not JSON ({exc}).") from None
+
+    def whole(value) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+    shards = meta.get("shards") if isinstance(meta, dict) else None
+    if not (isinstance(meta, dict) and whole(meta.get("images"))
+            and isinstance(meta.get("classes"), list)
+            and all(isinstance(name, str) for name in meta["classes"])
+            and isinstance(shards, list) and shards
+            and all(isinstance(shard, dict) and whole(shard.get("images"))
+                    and isinstance(shard.get("file"), str)
+                    and Path(shard["file"]).name == shard["file"] for shard in shards)
+            and sum(shard["images"] for shard in shards) == meta["images"]):
+        raise FacekitError(f"The shard metadata '{file}' is damaged (expected images, classes "
+                           "and shards as facekit pack writes them); pack the data again.")
+    return meta
 
 
 def pack(index: DatasetIndex, out, *, images_per_shard: int = 5000, image_size: int = 112,
@@ -118,8 +140,10 @@ def record_bucket(record_id):
 def shard_dataset(path, *, image_size: int, batch_size: int, training: bool, seed: int = 0,
                   keep=None, num_workers: int = 1, worker_index: int = 0,
                   shuffle_buffer: int = 10_000, skip_batches: int = 0,
-                  deterministic: bool = False, meta: dict | None = None):
-    """(uint8 images, int32 labels) batches from packed shards.
+                  deterministic: bool = False, meta: dict | None = None,
+                  dropped=None):
+    """(uint8 images, int32 labels) batches from packed shards; ``dropped`` (a
+    facekit.data.pipeline.DroppedBatches) counts the batches that could not be read.
 
     ``keep(record_ids)`` (vectorized) selects records (a validation split)
     before anything is parsed: shard k holds the records ``start_k, start_k + 1, ...`` of the
@@ -129,7 +153,7 @@ def shard_dataset(path, *, image_size: int, batch_size: int, training: bool, see
     """
     import tensorflow as tf
 
-    from facekit.data.pipeline import decode_batch
+    from facekit.data.pipeline import decode_batch, decode_or_drop
 
     meta = meta or read_meta(path)
     files = [str(Path(path) / shard["file"]) for shard in meta["shards"]]
@@ -172,9 +196,8 @@ def shard_dataset(path, *, image_size: int, batch_size: int, training: bool, see
         return images, tf.cast(examples["label"], tf.int32)
 
     dataset = dataset.batch(batch_size, drop_remainder=training)
-    dataset = dataset.map(parse_and_decode, num_parallel_calls=tf.data.AUTOTUNE,
-                          deterministic=deterministic or not training)
-    dataset = dataset.ignore_errors(log_warning=True)
+    dataset = decode_or_drop(dataset, parse_and_decode, dropped,
+                             deterministic or not training)
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 

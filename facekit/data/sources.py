@@ -71,9 +71,12 @@ class DataSource:
         """Refuse, in one sentence, a cluster whose workers cannot each get a share."""
 
     def datasets(self, image_size: int, batch_size: int, *, seed: int, skip_batches: int = 0,
-                 deterministic: bool = False, workers: int = 1, worker: int = 0):
+                 deterministic: bool = False, workers: int = 1, worker: int = 0,
+                 dropped=None):
         """(training dataset, validation dataset or None) of (uint8 images, int32 labels);
-        with several ``workers``, the share of ``worker``."""
+        with several ``workers``, the share of ``worker``; ``dropped`` (a
+        facekit.data.pipeline.DroppedBatches) counts the training batches that could
+        not be read."""
         raise NotImplementedError
 
 
@@ -106,14 +109,15 @@ class IndexedSource(DataSource):
                               f"of {workers} workers a full batch; lower {{batch_size}}.")
 
     def datasets(self, image_size: int, batch_size: int, *, seed: int, skip_batches: int = 0,
-                 deterministic: bool = False, workers: int = 1, worker: int = 0):
+                 deterministic: bool = False, workers: int = 1, worker: int = 0,
+                 dropped=None):
         from facekit.data.pipeline import make_dataset
 
         share = dict(image_size=image_size, batch_size=batch_size, num_workers=workers,
                      worker_index=worker)
         train = make_dataset(self.train, training=True, seed=seed, skip_batches=skip_batches,
                              deterministic=deterministic, class_balance=self.class_balance,
-                             **share)
+                             dropped=dropped, **share)
         val = None if self.val is None else make_dataset(self.val, training=False, **share)
         return train, val
 
@@ -194,7 +198,8 @@ class ShardSource(DataSource):
                                "with a smaller --images-per-shard.")
 
     def datasets(self, image_size: int, batch_size: int, *, seed: int, skip_batches: int = 0,
-                 deterministic: bool = False, workers: int = 1, worker: int = 0):
+                 deterministic: bool = False, workers: int = 1, worker: int = 0,
+                 dropped=None):
         from facekit.data.shards import shard_dataset
 
         permille = self.permille
@@ -202,7 +207,8 @@ class ShardSource(DataSource):
                      worker_index=worker, meta=self.meta)
         train = shard_dataset(self.path, training=True, seed=seed,
                               keep=lambda ids: record_bucket(ids) >= permille,
-                              skip_batches=skip_batches, deterministic=deterministic, **share)
+                              skip_batches=skip_batches, deterministic=deterministic,
+                              dropped=dropped, **share)
         val = None if not self.val_images else shard_dataset(
             self.path, training=False, keep=lambda ids: record_bucket(ids) < permille, **share)
         return train, val

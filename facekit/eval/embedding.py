@@ -45,12 +45,13 @@ def _forward(model, flip: bool):
 
 
 def embed_dataset(model, images, *, flip: bool = True, count: int | None = None,
-                  progress: bool = False) -> np.ndarray:
+                  progress: bool = False, first_bad=None) -> np.ndarray:
     """Embeddings of a dataset of uint8 image batches.
 
     With ``flip`` each row is the sum of the raw embeddings of the image and
     its mirror image (insightface's test-time augmentation).  Rows are raw;
-    verification L2-normalizes them.
+    verification L2-normalizes them.  ``first_bad()``, when given, names the first
+    input that cannot be decoded (called only once decoding has failed).
     """
     import keras
     import tensorflow as tf
@@ -64,8 +65,12 @@ def embed_dataset(model, images, *, flip: bool = True, count: int | None = None,
             if bar is not None:
                 bar.add(len(outputs[-1]))
     except tf.errors.InvalidArgumentError as exc:
-        raise FacekitError(f"An image could not be decoded ({exc.message.splitlines()[0]}); "
-                           "remove or convert the unreadable file.") from None
+        named = first_bad() if first_bad is not None else None
+        if named is not None:
+            raise FacekitError(f"{named}; remove or convert it.") from None
+        raise FacekitError("An image could not be decoded "
+                           f"({exc.message.splitlines()[0][:200]}); remove or convert the "
+                           "unreadable file.") from None
     if not outputs:
         return np.zeros((0, model.output_shape[-1]), np.float32)
     return np.concatenate(outputs)
@@ -80,13 +85,30 @@ def embed_paths(model, paths, *, batch_size: int = 64, flip: bool = True,
     index = DatasetIndex(np.asarray(paths), np.zeros(len(paths), np.int32), [])
     dataset = make_dataset(index, image_size=model_image_size(model), batch_size=batch_size,
                            training=False, skip_unreadable=False)
+    def first_bad():
+        return next((f"'{path}' cannot be decoded as an image ({reason})" for path in paths
+                     if (reason := undecodable(path, read=True))), None)
+
     return embed_dataset(model, dataset.map(lambda images, _: images), flip=flip,
-                         count=len(paths), progress=progress)
+                         count=len(paths), progress=progress, first_bad=first_bad)
+
+
+def undecodable(item, read: bool = False) -> str | None:
+    """Why one image (encoded bytes, or a file with ``read``) cannot be decoded, or None."""
+    import tensorflow as tf
+
+    try:
+        contents = tf.io.read_file(str(item)) if read else tf.constant(item, tf.string)
+        tf.io.decode_image(contents, channels=3, expand_animations=False)
+    except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError) as exc:
+        return exc.message.splitlines()[0][:200]
+    return None
 
 
 def embed_encoded(model, encoded: list[bytes], *, batch_size: int = 64, flip: bool = True,
-                  progress: bool = False) -> np.ndarray:
-    """Embeddings of encoded image bytes (as stored in insightface ``.bin`` files)."""
+                  progress: bool = False, source: str = "the set") -> np.ndarray:
+    """Embeddings of encoded image bytes (as stored in insightface ``.bin`` files);
+    ``source`` names them in the message about an image that cannot be decoded."""
     import tensorflow as tf
 
     from facekit.data.pipeline import decode_image
@@ -96,4 +118,10 @@ def embed_encoded(model, encoded: list[bytes], *, batch_size: int = 64, flip: bo
                .map(lambda contents: decode_image(contents, size),
                     num_parallel_calls=tf.data.AUTOTUNE)
                .batch(batch_size).prefetch(tf.data.AUTOTUNE))
-    return embed_dataset(model, dataset, flip=flip, count=len(encoded), progress=progress)
+    def first_bad():
+        return next((f"Image {number} of {source} (pair {number // 2 + 1}) cannot be decoded "
+                     f"({reason})" for number, item in enumerate(encoded)
+                     if (reason := undecodable(item))), None)
+
+    return embed_dataset(model, dataset, flip=flip, count=len(encoded), progress=progress,
+                         first_bad=first_bad)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +29,7 @@ class Gallery:
     classes: list[str]
     templates: np.ndarray  # (identities, dim), unit rows
     images: int
+    skipped: list = field(default_factory=list)  # (path, reason) of the unreadable files
 
 
 def gallery_cache_path(model_path, gallery: Path, flip: bool) -> Path:
@@ -51,20 +52,25 @@ def load_gallery(model, model_path, gallery: Path, *, batch_size: int = 64, flip
 
     cache = gallery_cache_path(model_path, gallery, flip) if use_cache else None
     if use_cache and cache.is_file():
-        with np.load(cache, allow_pickle=False) as stored:
-            return Gallery(stored["classes"].tolist(), stored["templates"],
-                           int(stored["images"])), True
+        try:
+            with np.load(cache, allow_pickle=False) as stored:
+                return Gallery(stored["classes"].tolist(), stored["templates"],
+                               int(stored["images"]),
+                               [tuple(row) for row in stored["skipped"].tolist()]), True
+        except Exception:  # a damaged cache counts as missing: embed again
+            pass
     index = load_index(gallery)
     vectors = l2_normalize(embed_paths(model, index.paths, batch_size=batch_size, flip=flip))
     templates = np.zeros((len(index.classes), vectors.shape[1]), np.float64)
     np.add.at(templates, index.labels, vectors)
     result = Gallery(list(index.classes), l2_normalize(templates).astype(np.float32),
-                     len(index))
+                     len(index), list(index.skipped))
     if use_cache:
         with unique_temporary(cache) as temporary:
             with open(temporary, "wb") as file:  # np.savez would add .npz to a path
                 np.savez(file, classes=np.array(result.classes), templates=result.templates,
-                         images=result.images)
+                         images=result.images,
+                         skipped=np.array(result.skipped, dtype=str).reshape(-1, 2))
             os.replace(temporary, cache)
     return result, False
 

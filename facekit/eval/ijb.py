@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from facekit.errors import FacekitError
+from facekit.files import read_text
 
 IJB_FARS = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
 
@@ -83,7 +84,7 @@ class IJBProtocol:
 def _table(path: Path, columns: int, what: str) -> list[list[str]]:
     if not path.is_file():
         raise FacekitError(f"The IJB file '{path}' is missing.")
-    rows = [line.split() for line in path.read_text().splitlines() if line.strip()]
+    rows = [line.split() for line in read_text(path, "The IJB file").splitlines() if line.strip()]
     bad = next((i for i, row in enumerate(rows, start=1) if len(row) < columns), None)
     if bad is not None:
         raise FacekitError(f"{path}:{bad}: expected {columns} fields ({what}).")

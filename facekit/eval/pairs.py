@@ -17,6 +17,7 @@ import numpy as np
 
 from facekit.data.index import IMAGE_EXTENSIONS, DatasetIndex
 from facekit.errors import FacekitError
+from facekit.files import read_text
 
 
 @dataclass
@@ -30,7 +31,7 @@ def read_pairs(path: str | Path) -> PairList:
     path = Path(path)
     if not path.is_file():
         raise FacekitError(f"The pairs file '{path}' does not exist.")
-    lines = [line.split() for line in path.read_text().splitlines() if line.strip()]
+    lines = [line.split() for line in read_text(path, "The pairs file").splitlines() if line.strip()]
     try:
         folds = int(lines[0][0])
         pairs, issame = [], []

@@ -92,13 +92,15 @@ class IdentificationReport(Report):
     cached: bool = False
     probes: int = 0
     enrolled: int = 0
+    skipped: list = field(default_factory=list)  # (path, reason): gallery and probe files
 
     def to_dict(self) -> dict:
         return {"set": self.name, "kind": self.kind,
                 "rank_accuracy": {str(k): v for k, v in self.accuracy.items()},
                 "gallery": {"identities": self.gallery_identities,
                             "images": self.gallery_images},
-                "probes": self.probes, "enrolled_probes": self.enrolled}
+                "probes": self.probes, "enrolled_probes": self.enrolled,
+                "skipped": [list(row) for row in self.skipped]}
 
     def row(self) -> dict[str, str]:
         return {"set": self.name, "probes": str(self.probes),
@@ -214,7 +216,7 @@ class Identification(Protocol):
         accuracy = rank_accuracy(ranks)
         return IdentificationReport(self.name, accuracy[1], "identification", accuracy, table,
                                     len(known.classes), known.images, cached, len(ranks),
-                                    int((ranks > 0).sum()))
+                                    int((ranks > 0).sum()), known.skipped + probes.skipped)
 
 
 def table(reports: list[Report]) -> str:

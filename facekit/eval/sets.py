@@ -116,8 +116,12 @@ def evaluate_set(model, vset: VerificationSet, *, flip: bool = True, batch_size:
     from facekit.eval.embedding import embed_encoded, embed_paths
     from facekit.eval.verification import pair_distances
 
-    embed = embed_encoded if vset.encoded else embed_paths
-    embeddings = embed(model, vset.images, batch_size=batch_size, flip=flip, progress=progress)
+    if vset.encoded:
+        embeddings = embed_encoded(model, vset.images, batch_size=batch_size, flip=flip,
+                                   progress=progress, source=f"'{vset.name}'")
+    else:
+        embeddings = embed_paths(model, vset.images, batch_size=batch_size, flip=flip,
+                                 progress=progress)
     folds = folds or vset.folds
     if len(vset.issame) < folds:
         raise FacekitError(f"{len(vset.issame)} pairs cannot be split into {folds} folds.")

@@ -18,6 +18,7 @@ class TrainResult:
     run_dir: Path
     history: dict[str, list[float]]
     interrupted: str | None = None  # the signal that stopped the run early
+    stopped: str | None = None  # why the run stopped early: the signal, "NaN loss", ...
     seconds: float = 0.0  # wall time of the epochs (validation and checkpoints included)
     images: int = 0  # training images seen
 

@@ -109,6 +109,24 @@ class AverageStatistics(keras.callbacks.Callback):
             start += size
 
 
+class DroppedLog(keras.callbacks.Callback):
+    """Say at the end of each epoch how many training batches could not be read (and
+    were skipped), and log the count as ``dropped_batches``."""
+
+    def __init__(self, dropped):
+        super().__init__()
+        self.dropped = dropped
+
+    def on_epoch_end(self, epoch, logs=None):
+        count = self.dropped.take()
+        if count:
+            print(f"\nEpoch {epoch + 1}: skipped {count} batch(es) that could not be read "
+                  "(an image broken since indexing, or a truncated shard); run facekit index "
+                  "--rebuild on the data to list the files.")
+            if logs is not None:
+                logs["dropped_batches"] = count
+
+
 class HistoryFiles(keras.callbacks.Callback):
     """After each epoch, ``history.csv``, ``history.json`` and a ``training.png`` of
     the loss and accuracy, covering every epoch of the run (resumed ones too).
@@ -117,14 +135,20 @@ class HistoryFiles(keras.callbacks.Callback):
     validation data, and it takes in columns that appear in a later stage.
     """
 
-    def __init__(self, run_dir: Path, append: bool = False):
+    def __init__(self, run_dir: Path, keep_before: int | None = None):
         super().__init__()
-        self.run, self.append = RunFolder(run_dir), append
+        self.run, self.keep_before = RunFolder(run_dir), keep_before
 
     def on_train_begin(self, logs=None):
-        if not self.append:
-            self.run.history_csv.unlink(missing_ok=True)
-        self.append = True  # later fits of the same run add to it
+        import pandas as pd
+
+        path = self.run.history_csv
+        if self.keep_before is None:
+            path.unlink(missing_ok=True)
+        elif path.exists():  # a resume redoes the epochs after its checkpoint: drop their rows
+            table = pd.read_csv(path)
+            if (table["epoch"] >= self.keep_before).any():
+                table[table["epoch"] < self.keep_before].to_csv(path, index=False)
 
     def on_epoch_end(self, epoch, logs=None):
         import json

@@ -16,20 +16,26 @@ import signal
 
 import keras
 
-from facekit.run_folder import Best, RunFolder, RunState
+from facekit.run_folder import ARCHITECTURE, Best, RunFolder, RunState
 
 
 def has_nan(logs) -> bool:
     return any(isinstance(v, (int, float)) and math.isnan(v) for v in (logs or {}).values())
 
 
+def architecture(config) -> dict:
+    """The options of ``config`` that decide the network (recorded with each checkpoint)."""
+    return {name: getattr(config, name) for name in ARCHITECTURE}
+
+
 class EpochCheckpoint(keras.callbacks.Callback):
     """Save the full training state after every completed, finite epoch."""
 
-    def __init__(self, run_dir, keep: int = 3, stopper=None, best=None):
+    def __init__(self, run_dir, keep: int = 3, stopper=None, best=None,
+                 architecture: dict | None = None):
         super().__init__()
         self.run, self.keep = RunFolder(run_dir), keep
-        self.stopper, self.best = stopper, best
+        self.stopper, self.best, self.architecture = stopper, best, architecture
 
     def on_epoch_end(self, epoch, logs=None):
         if has_nan(logs):
@@ -46,7 +52,8 @@ class EpochCheckpoint(keras.callbacks.Callback):
         if self.best is not None and self.best.best_epoch is not None:
             best = Best(float(self.best.best), int(self.best.best_epoch))
         stage = int(logs["stage"]) if "stage" in (logs or {}) else None
-        self.run.write_state(RunState(epoch + 1, path.name, stage, best))
+        self.run.write_state(RunState(epoch + 1, path.name, stage, best,
+                                        self.architecture))
         for old in sorted(self.run.checkpoints.glob("epoch-*.keras"))[:-self.keep]:
             old.unlink()
 

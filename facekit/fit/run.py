@@ -14,6 +14,7 @@ import json
 import time
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from facekit.config import DEFAULT_LR, write_config_file
@@ -21,9 +22,10 @@ from facekit.errors import OptionError
 from facekit.eval.protocols import Pairs
 from facekit.eval.sets import VerificationSet
 from facekit.fit.batchnorm import BatchNormRecalibration
-from facekit.fit.callbacks import (AverageStatistics, BestModelCheckpoint, HistoryFiles,
-                                   StageLog, VerificationCallback)
-from facekit.fit.checkpoints import EpochCheckpoint, StopOnSignal, has_nan
+from facekit.data.pipeline import DroppedBatches
+from facekit.fit.callbacks import (AverageStatistics, BestModelCheckpoint, DroppedLog,
+                                   HistoryFiles, StageLog, VerificationCallback)
+from facekit.fit.checkpoints import EpochCheckpoint, StopOnSignal, architecture, has_nan
 from facekit.fit.devices import setup_devices
 from facekit.fit.distributed import multi_worker_fit, worker_failure
 from facekit.fit.metrics import ClassAccuracy
@@ -35,6 +37,7 @@ from facekit.model.losses import STATE_LAYER, bind_loss_state, initial_state
 from facekit.errors import FacekitError
 from facekit.fit import TrainResult
 from facekit.plan import RunPlan, StagePlan
+from facekit.run_folder import CHECKPOINT_NAME
 
 
 def fit(plan: RunPlan, callbacks: list | None = None) -> TrainResult:
@@ -54,12 +57,6 @@ def fit(plan: RunPlan, callbacks: list | None = None) -> TrainResult:
     run_dir.mkdir(parents=True, exist_ok=True)
     if devices.chief:
         run.classes.write_text(json.dumps(source.classes, indent=2) + "\n")
-        # The rules that need the devices and the data, settled now: XLA on this
-        # hardware, and the figure that picks the best model.
-        jit = devices.jit_compile(config.jit_compile)
-        write_config_file(dataclasses.replace(
-            config, data=str(source.path.resolve()), best_by=monitor,
-            jit_compile=jit if isinstance(jit, bool) else None), run.config)
         if source.skipped:
             with open(run.skipped_files, "w", newline="") as f:
                 csv.writer(f).writerows([("path", "reason"), *source.skipped])
@@ -143,6 +140,7 @@ class Run:
         self.own_dir.mkdir(parents=True, exist_ok=True)
         # Shared by every stage: a signal stops the whole run, and the best model is the run's.
         self.stopper = StopOnSignal()
+        self.dropped = DroppedBatches()
         self.best = None
         if monitor:
             self.best = BestModelCheckpoint(self.own.basic_model, monitor)
@@ -153,6 +151,52 @@ class Run:
     @property
     def resumed_epochs(self) -> int:
         return self.plan.resume.epoch if self.plan.resume is not None else 0
+
+    def record_config(self) -> None:
+        """Write config.toml with the rules that need the devices and the data, settled
+        now: XLA on this hardware, and the figure that picks the best model.  A resume
+        writes it only once its checkpoint has loaded, so a failed one changes nothing."""
+        if not self.devices.chief:
+            return
+        jit = self.devices.jit_compile(self.config.jit_compile)
+        write_config_file(dataclasses.replace(
+            self.config, data=str(self.source.path.resolve()), best_by=self.monitor,
+            jit_compile=jit if isinstance(jit, bool) else None), self.plan.run.config)
+
+    def stage_at(self, epoch: int) -> StagePlan:
+        """The stage that trains epoch ``epoch + 1`` (the last stage once all are done)."""
+        return next((stage for stage in self.plan.stages if epoch < stage.end_epoch),
+                    self.plan.stages[-1])
+
+    def load_resume_point(self):
+        """(model, epochs done) of the newest checkpoint that loads: the one state.json
+        names, else an earlier one still in the folder (said in one line)."""
+        run, state = self.plan.run, self.plan.resume
+        named = run.checkpoint(state.checkpoint)
+        candidates = [named] + sorted(
+            (path for path in run.checkpoints.glob("epoch-*.keras")
+             if path != named and CHECKPOINT_NAME.fullmatch(path.name)
+             and int(path.stem.split("-")[1]) < state.epoch), reverse=True)
+        failures = []
+        for path in candidates:
+            epoch = state.epoch if path == named else int(path.stem.split("-")[1])
+            stage = self.stage_at(epoch)
+            compile = stage.first_epoch < epoch < stage.end_epoch
+            try:
+                model = load_model(path, compile=compile)
+            except FacekitError as exc:
+                failures.append(str(exc))
+                continue
+            if compile:  # the loss comes back with the model
+                bind_loss_state(model, model.loss)
+            if failures:
+                print(f"{failures[0]} Resuming from the intact {path.name} instead "
+                      f"(epoch {epoch}).")
+                self.plan.resume = dataclasses.replace(state, epoch=epoch, checkpoint=path.name,
+                                                       stage=stage.number)
+            return model, epoch
+        raise FacekitError(failures[0] + (" No earlier checkpoint loads either."
+                                          if len(failures) > 1 else ""))
 
     def fit(self) -> TrainResult:
 
@@ -168,16 +212,14 @@ class Run:
                      else "devices (MirroredStrategy)")
             print(f"Training on {devices.replicas} replicas over {where}, global batch "
                   f"{self.batch_size}")
-        done, model, history = self.resumed_epochs, None, {}
+        done, model, history = 0, None, {}
+        if self.plan.resume is not None:  # weights, optimizer, step
+            model, done = self.load_resume_point()
+        self.record_config()
         started = time.perf_counter()
         for stage in self.plan.stages:
             if done >= stage.end_epoch:
                 continue
-            if model is None and self.plan.resume is not None:  # weights, optimizer, step
-                model = load_model(self.plan.run.checkpoint(self.plan.resume.checkpoint),
-                                   compile=done > stage.first_epoch)
-                if done > stage.first_epoch:  # the loss comes back with the model
-                    bind_loss_state(model, model.loss)
             if done <= stage.first_epoch:  # the stage starts now: its head, freezing, optimizer
                 loss = stage.loss.build()
                 model = self.stage_model(stage, model, loss)
@@ -257,7 +299,7 @@ class Run:
                              steps_per_epoch=self.steps, validation_data=val,
                              validation_steps=val_steps, shuffle=False,
                              verbose=self.config.verbose,
-                             callbacks=self.callbacks(stage, model, own, append)
+                             callbacks=self.callbacks(stage, model, own, append, first)
                              + self.extra_callbacks)
 
     def stage_data(self, skip_batches: int):
@@ -270,7 +312,7 @@ class Run:
         """
         config, source, cluster = self.config, self.source, self.devices.cluster
         options = dict(seed=config.seed, skip_batches=skip_batches,
-                       deterministic=config.deterministic)
+                       deterministic=config.deterministic, dropped=self.dropped)
         if cluster is None:
             train, val = source.datasets(config.image_size, self.batch_size, **options)
             # With validation_steps, Keras 3.15 raised StopIteration from the distributed
@@ -297,7 +339,7 @@ class Run:
         val_steps = max(1, source.val_images // self.batch_size) if val is not None else None
         return train, val, val_steps, own
 
-    def callbacks(self, stage: StagePlan, model, own_data, append: bool) -> list:
+    def callbacks(self, stage: StagePlan, model, own_data, append: bool, first: int) -> list:
         """facekit's callbacks for one stage, in order: a signal stops the epoch first;
         statistics are recalibrated (and agreed between workers) before verification;
         every figure is in the logs before the checkpoints and the history files read
@@ -305,7 +347,7 @@ class Run:
 
 
         c, devices = stage.config, self.devices
-        callbacks = [self.stopper, keras.callbacks.TerminateOnNaN()]
+        callbacks = [self.stopper, keras.callbacks.TerminateOnNaN(), DroppedLog(self.dropped)]
         if len(self.plan.stages) > 1:
             callbacks.append(StageLog(stage.number))
         if c.bn_recalibration_batches and c.frozen == "none":  # frozen BN statistics stay
@@ -320,9 +362,10 @@ class Run:
             callbacks.append(self.best)
         # A run resumes from the chief's checkpoints; the other workers keep their last.
         callbacks.append(EpochCheckpoint(self.own_dir, c.keep_checkpoints if devices.chief
-                                         else 1, self.stopper, self.best))
+                                         else 1, self.stopper, self.best,
+                                         architecture(self.config)))
         if devices.chief:
-            callbacks.append(HistoryFiles(self.own_dir, append=append))
+            callbacks.append(HistoryFiles(self.own_dir, keep_before=first if append else None))
             if c.tensorboard:
                 callbacks.append(keras.callbacks.TensorBoard(
                     log_dir=str(self.own.tensorboard)))
@@ -334,22 +377,29 @@ class Run:
         epochs_run = done - self.resumed_epochs
         result = TrainResult(self.run_dir, history, interrupted=self.stopper.signal_name,
                              seconds=elapsed, images=self.steps * self.batch_size * epochs_run)
-        if self.stopper.signal_name or done < self.plan.total_epochs:
+        last_logs = {key: values[-1] for key, values in history.items() if values}
+        basic_model = model.get_layer(BASIC_MODEL)
+        # A NaN in the last epoch stops it too (TerminateOnNaN), though Keras counts it
+        # done; and a NaN never becomes a saved model, whatever the logs say.
+        diverged = has_nan(last_logs) or not all(
+            np.isfinite(weight).all() for weight in basic_model.get_weights())
+        if self.stopper.signal_name or diverged or done < self.plan.total_epochs:
             state = self.plan.run.read_state()
             saved = state.epoch if state is not None else 0
-            last_logs = {key: values[-1] for key, values in history.items() if values}
-            reason = self.stopper.signal_name or ("NaN loss" if has_nan(last_logs)
-                                                  else "a callback")
+            reason = self.stopper.signal_name or ("NaN loss" if diverged else "a callback")
+            result.stopped = reason
             print(f"\nStopped by {reason}; the last good checkpoint is epoch {saved}. Continue "
                   f"with: facekit train --resume {self.run_dir}")
             return result
-        basic_model = model.get_layer(BASIC_MODEL)
         basic_model.save(self.own_dir / "basic_model_last.keras")
         best = self.best
         if best is None or best.best_epoch is None:
             basic_model.save(self.own.basic_model)
         model.save(self.own.model)
-        if self.config.verbose:
+        if self.config.verbose and epochs_run == 0:  # resumed after the last checkpoint
+            print(f"All {done} epochs were trained; wrote the final models from the last "
+                  f"checkpoint; run folder: {self.run_dir}")
+        elif self.config.verbose:
             print(f"Trained {epochs_run} epoch(s) in {elapsed:.1f}s "
                   f"({result.images / elapsed:.1f} images/s, validation and checkpoints "
                   f"included); run folder: {self.run_dir}")

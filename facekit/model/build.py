@@ -185,7 +185,13 @@ def init_basic_model(basic_model: keras.Model, source: str | Path) -> None:
                            ".keras model or a .weights.h5 file.")
     try:
         if source.name.endswith(".weights.h5"):
-            basic_model.load_weights(source)
+            try:
+                basic_model.load_weights(source)
+            except ValueError:
+                raise
+            except Exception as exc:  # not HDF5, truncated, not Keras' layout
+                raise FacekitError(unloadable(source, exc).replace(
+                    "a model facekit can load", "a Keras weights file")) from None
             return
         if source.suffix != ".keras":
             raise FacekitError(f"--init-from '{source}' is neither a .keras model nor a "
@@ -230,7 +236,22 @@ def load_model(path: str | Path, compile: bool = False) -> keras.Model:
         raise FacekitError(f"The model file '{path}' does not exist; pass a .keras file "
                            f"or a run folder that holds {BASIC_MODEL_FILE}.")
     import_custom_objects(path)
-    return keras.saving.load_model(path, compile=compile)
+    try:
+        return keras.saving.load_model(path, compile=compile)
+    except Exception as exc:  # the file is data: whatever is wrong with it is one sentence
+        raise FacekitError(unloadable(path, exc)) from None
+
+
+def unloadable(path: Path, exc: Exception) -> str:
+    """The sentence for a model file Keras refused or could not read."""
+    message = " ".join(str(exc).split())
+    if "safe_mode" in message or "arbitrary code" in message:
+        what = "a Lambda layer" if "Lambda" in message else "a function or file it refers to"
+        return f"'{path}' holds Python code ({what}); facekit does not load it."
+    first = message.split(". ")[0].rstrip(".")
+    if len(first) > 200:
+        first = first[:200] + "…"
+    return f"'{path}' is not a model facekit can load ({type(exc).__name__}: {first})."
 
 
 # Modules whose Keras objects now live elsewhere, so that models and checkpoints
