@@ -210,8 +210,8 @@ def _resume_config(run_dir: Path, options: dict) -> tuple[TrainConfig, RunState]
             f"checkpoints hold a network with {edited[0]} = {state.model[edited[0]]!r}; "
             "restore the file, or start a new run to train another network.")
     config = saved.with_overrides(**options, output=str(run_dir))
-    finished = run.basic_model.is_file() and run.model.is_file()
-    if state.epoch > config.total_epochs or (state.epoch == config.total_epochs and finished):
+    if state.epoch > config.total_epochs or (state.epoch == config.total_epochs
+                                             and run.is_trained()):
         raise OptionError("'{run}' has already trained {done} epoch(s); pass {epochs} with "
                           "more than {done} to continue.", run=run_dir, done=state.epoch)
     return config, state

@@ -152,6 +152,13 @@ class RunFolder:
             raise FacekitError(f"'{name}' is not a checkpoint name (epoch-NNNN.keras).")
         return self.checkpoints / name
 
+    def saved_checkpoints(self) -> list[tuple[int, Path]]:
+        """(epoch, file) of every checkpoint in the folder, newest first."""
+        found = [(int(path.stem.split("-")[1]), path)
+                 for path in self.checkpoints.glob("epoch-*.keras")
+                 if CHECKPOINT_NAME.fullmatch(path.name)]
+        return sorted(found, reverse=True)
+
     def read_state(self) -> RunState | None:
         """The saved state, or None when no epoch was saved yet."""
         path = self.state_file

@@ -82,7 +82,7 @@ def decode_or_drop(dataset, decode, dropped: DroppedBatches | None, deterministi
 
     if dropped is None:
         return dataset.map(decode, num_parallel_calls=tf.data.AUTOTUNE,
-                           deterministic=deterministic).ignore_errors()
+                           deterministic=deterministic).ignore_errors(log_warning=True)
     stream = next(_streams)
 
     def note(ordinal, images, labels):

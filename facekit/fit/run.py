@@ -37,7 +37,6 @@ from facekit.model.losses import STATE_LAYER, bind_loss_state, initial_state
 from facekit.errors import FacekitError
 from facekit.fit import TrainResult
 from facekit.plan import RunPlan, StagePlan
-from facekit.run_folder import CHECKPOINT_NAME
 
 
 def fit(plan: RunPlan, callbacks: list | None = None) -> TrainResult:
@@ -172,14 +171,10 @@ class Run:
         """(model, epochs done) of the newest checkpoint that loads: the one state.json
         names, else an earlier one still in the folder (said in one line)."""
         run, state = self.plan.run, self.plan.resume
-        named = run.checkpoint(state.checkpoint)
-        candidates = [named] + sorted(
-            (path for path in run.checkpoints.glob("epoch-*.keras")
-             if path != named and CHECKPOINT_NAME.fullmatch(path.name)
-             and int(path.stem.split("-")[1]) < state.epoch), reverse=True)
+        candidates = [(state.epoch, run.checkpoint(state.checkpoint))] + [
+            (epoch, path) for epoch, path in run.saved_checkpoints() if epoch < state.epoch]
         failures = []
-        for path in candidates:
-            epoch = state.epoch if path == named else int(path.stem.split("-")[1])
+        for epoch, path in candidates:
             stage = self.stage_at(epoch)
             compile = stage.first_epoch < epoch < stage.end_epoch
             try:
