@@ -9,6 +9,7 @@ from __future__ import annotations
 import inspect
 import json
 import sys
+import time
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
@@ -17,6 +18,7 @@ import typer
 
 from facekit import __version__
 from facekit.config import LOGS, OPTIONS, PANELS, STAGES, TrainConfig
+from facekit.data.detect import FACE_CHOICES, FaceFinder
 from facekit.data.shards import WRITERS
 from facekit.eval.export import FORMATS
 from facekit.errors import FacekitError
@@ -42,6 +44,31 @@ ExportFormat = _choices("ExportFormat", FORMATS)
 PackFormat = _choices("PackFormat", WRITERS)
 
 
+DETECTION = "Face detection"
+_FINDER = {name: spec.default for name, spec in FaceFinder.__dataclass_fields__.items()}
+FaceChoice = _choices("FaceChoice", FACE_CHOICES)
+DetectorName = Annotated[str, typer.Option(
+    "--detector", help="The face detector (facekit list-plugins --kind detector).",
+    rich_help_panel=DETECTION)]
+DetectorOptions = Annotated[Optional[list[str]], typer.Option(
+    "--detector-opt", help="A detector option as key=value; repeat for several.",
+    rich_help_panel=DETECTION, metavar="KEY=VALUE")]
+MinFaceSize = Annotated[int, typer.Option(
+    help="Ignore faces whose box's shorter side is smaller (pixels).",
+    rich_help_panel=DETECTION)]
+MinConfidence = Annotated[float, typer.Option(
+    help="Ignore faces the detector is less sure of (0 to 1).", rich_help_panel=DETECTION)]
+
+
+def _finder(detect: bool | None, detector: str, options, min_face_size: int,
+            min_confidence: float, faces: str = "largest"):
+    """The FaceFinder the detection options name, or None without --detect."""
+    if detect is False:
+        return None
+    return FaceFinder(detector, tuple(options or ()), min_face_size, min_confidence,
+                      getattr(faces, "value", faces))
+
+
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"facekit {__version__}")
@@ -59,7 +86,7 @@ def list_plugins(
     kind: Annotated[Optional[Kind], typer.Option(help="Show only this kind.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
 ):
-    """List every backbone, neck, head and loss, with its provider and options."""
+    """List every backbone, neck, head, loss and detector, with its provider and options."""
     registry = get_registry()
     kinds = [kind.value] if kind else list(KINDS)
     if as_json:
@@ -274,6 +301,14 @@ def evaluate(
     plot: Annotated[Optional[Path], typer.Option(
         help="Write the ROC curve and distance histograms to this PNG (first set; the ROC "
              "on a log FAR axis for --ijb).")] = None,
+    detect: Annotated[bool, typer.Option(
+        help="With --data: detect each photo's face and align it to the model's input (a "
+             "photo without a face is used whole, and listed).",
+        rich_help_panel=DETECTION)] = False,
+    detector: DetectorName = _FINDER["detector"],
+    detector_opt: DetectorOptions = None,
+    min_face_size: MinFaceSize = _FINDER["min_face_size"],
+    min_confidence: MinConfidence = _FINDER["min_confidence"],
 ):
     """Face verification accuracy with the standard K-fold protocol, one table for all sets;
     writes the similarity thresholds at FAR 1e-2, 1e-3, 1e-4 beside the model."""
@@ -282,6 +317,10 @@ def evaluate(
         raise FacekitError("Give --data with --pairs or --auto-pairs, or --bin or --ijb alone.")
     if folds is not None and folds < 2:
         raise FacekitError(f"--folds must be at least 2, got {folds}.")
+    if detect and data is None:
+        raise FacekitError("--detect needs --data: .bin and IJB sets hold faces already "
+                           "aligned.")
+    finder = _finder(detect, detector, detector_opt, min_face_size, min_confidence)
     from facekit.eval.api import evaluate as run_evaluation
     from facekit.eval.protocols import IJB, Pairs
     from facekit.eval.sets import VerificationSet, bin_files
@@ -294,11 +333,11 @@ def evaluate(
     elif bins:
         protocols = [Pairs.from_bin(path, folds) for path in bin_files(bins)]
     elif pairs is not None:
-        protocols = [Pairs.from_pairs(data, pairs, folds)]
+        protocols = [Pairs.from_pairs(data, pairs, folds, faces=finder)]
     else:
         pairs_out = pairs_out or Path(f"auto_pairs_{auto_pairs}_seed{seed}.txt")
         protocols = [Pairs(VerificationSet.auto(data, auto_pairs, folds or 10, seed, pairs_out),
-                           folds)]
+                           folds, faces=finder)]
         if not as_json:
             typer.echo(f"pairs written to {pairs_out}")
     result = run_evaluation(model, protocols, flip=flip, batch_size=batch_size,
@@ -321,6 +360,10 @@ def evaluate(
     if as_json:
         typer.echo(json.dumps(results, indent=2))
         return
+    _say_preprocessing(model, data, finder)
+    if getattr(first, "undetected", None):
+        typer.echo(f"no face found in {len(first.undetected)} image(s); each was used whole:")
+        _list_skipped(first.undetected)
     if ijb is not None:
         from facekit.eval.ijb import ijb_table
 
@@ -355,6 +398,13 @@ def embed(
     batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 64,
     flip: Annotated[bool, typer.Option(help="Add the mirrored image's embedding.")] = True,
     normalize: Annotated[bool, typer.Option(help="L2-normalize the embeddings.")] = True,
+    detect: Annotated[bool, typer.Option(
+        help="Detect each photo's face and align it to the model's input (photos without "
+             "a face are skipped, and listed).", rich_help_panel=DETECTION)] = False,
+    detector: DetectorName = _FINDER["detector"],
+    detector_opt: DetectorOptions = None,
+    min_face_size: MinFaceSize = _FINDER["min_face_size"],
+    min_confidence: MinConfidence = _FINDER["min_confidence"],
 ):
     """Embeddings of every image of a folder, with paths and identities."""
     if out.suffix not in (".npy", ".parquet"):
@@ -362,20 +412,28 @@ def embed(
     for target in (out, out.with_suffix(".csv")) if out.suffix == ".npy" else (out,):
         if target.is_dir():  # checked before the embedding work, not after
             raise FacekitError(f"--out '{target}' is a folder; name a file.")
+    finder = _finder(detect, detector, detector_opt, min_face_size, min_confidence)
     import pandas as pd
 
     from facekit.data.sources import load_index
-    from facekit.eval.embedding import embed_paths, load_embedding_model
+    from facekit.eval.embedding import embed_faces, embed_paths, load_embedding_model
     from facekit.eval.verification import l2_normalize
 
     index = load_index(data)
     embedding_model = load_embedding_model(model)
-    vectors = embed_paths(embedding_model, index.paths, batch_size=batch_size, flip=flip,
-                          progress=True)
+    paths, labels, skipped = index.paths, index.labels, list(index.skipped)
+    if finder is None:
+        vectors = embed_paths(embedding_model, paths, batch_size=batch_size, flip=flip,
+                              progress=True)
+    else:
+        vectors, missing = embed_faces(embedding_model, paths, finder, batch_size=batch_size,
+                                       flip=flip, progress=True)
+        kept = [i for i in range(len(paths)) if i not in missing]
+        skipped += [(paths[i], missing[i]) for i in sorted(missing)]
+        paths, labels, vectors = paths[kept], labels[kept], vectors[kept]
     if normalize:
         vectors = l2_normalize(vectors)
-    table = pd.DataFrame({"path": index.paths,
-                          "identity": [index.classes[i] for i in index.labels]})
+    table = pd.DataFrame({"path": paths, "identity": [index.classes[i] for i in labels]})
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".npy":
         np_path, csv_path = out, out.with_suffix(".csv")
@@ -388,7 +446,24 @@ def embed(
         table["embedding"] = list(vectors.astype("float32"))
         table.to_parquet(out, index=False)
         typer.echo(f"Wrote {len(vectors)} embeddings to {out}")
-    _list_skipped(index.skipped)
+    _list_skipped(skipped)
+
+
+def _say_preprocessing(model, data, finder) -> None:
+    """One line on how the model's training images were prepared, and a warning when the
+    evaluated ones were prepared otherwise (a silent accuracy killer)."""
+    from facekit.data.prepare import describe_alignment, preprocessing
+    from facekit.run_folder import trained_alignment
+
+    trained = trained_alignment(model)
+    if trained is None:
+        return
+    typer.echo(f"the model was trained on {describe_alignment(trained)}")
+    evaluated = {"method": "detect"} if finder is not None else (
+        preprocessing(data) if data is not None else None)
+    if evaluated is not None and evaluated.get("method") != trained.get("method"):
+        typer.echo(f"warning: the evaluated images are {describe_alignment(evaluated)}; "
+                   "prepare them the way the training images were")
 
 
 def _list_skipped(skipped) -> None:
@@ -399,32 +474,65 @@ def _list_skipped(skipped) -> None:
 
 @app.command()
 def compare(
-    first: Annotated[Path, typer.Argument(help="A face image (aligned, as training saw them).")],
-    second: Annotated[Path, typer.Argument(help="Another face image.")],
+    first: Annotated[Path, typer.Argument(
+        help="A face: a photo, or a crop aligned as the model's training images were.")],
+    second: Annotated[Path, typer.Argument(help="Another face.")],
     model: ModelPath,
     far: Annotated[float, typer.Option(
         help="False accept rate whose threshold decides (measured by facekit eval: 1e-2, "
              "1e-3 or 1e-4).")] = 1e-3,
     flip: Annotated[bool, typer.Option(help="Add the mirrored image's embedding.")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+    detect: Annotated[Optional[bool], typer.Option(
+        "--detect/--no-detect",
+        help="Detect each face and align it to the model's input. Default: when an image "
+             "is not of the model's input size.", rich_help_panel=DETECTION,
+        show_default=False)] = None,
+    detector: DetectorName = _FINDER["detector"],
+    detector_opt: DetectorOptions = None,
+    min_face_size: MinFaceSize = _FINDER["min_face_size"],
+    min_confidence: MinConfidence = _FINDER["min_confidence"],
 ):
     """Cosine similarity of two faces, and same person or not at the model's threshold."""
     for image in (first, second):
         if not image.is_file():
             raise FacekitError(f"The image '{image}' does not exist.")
-    from facekit.eval.thresholds import threshold_at
+    finder = _finder(detect, detector, detector_opt, min_face_size, min_confidence)
+    from facekit.eval.thresholds import usable_threshold
 
-    threshold = threshold_at(model, far)  # before TensorFlow: a missing file is a quick error
-    from facekit.eval.embedding import embed_paths, load_embedding_model
+    threshold, no_verdict = usable_threshold(model, far)  # before TensorFlow: quick errors
+    from facekit.eval.embedding import (embed_faces, embed_paths, load_embedding_model,
+                                        model_image_size, photo_sizes_differ)
     from facekit.eval.verification import l2_normalize
 
-    vectors = l2_normalize(embed_paths(load_embedding_model(model),
-                                       [str(first), str(second)], flip=flip))
+    embedding_model = load_embedding_model(model)
+    size = model_image_size(embedding_model)
+    paths = [str(first), str(second)]
+    if detect is None:
+        detect = photo_sizes_differ(paths, size)
+    if detect:
+        vectors, missing = embed_faces(embedding_model, paths, finder, flip=flip)
+        for position, reason in missing.items():
+            raise FacekitError(f"No face to compare in '{paths[position]}': {reason} (lower "
+                               "--min-confidence or --min-face-size, or pass --no-detect for "
+                               "an aligned crop).")
+        how = f"faces detected ({finder.detector}) and aligned to {size}x{size}"
+    else:
+        vectors = embed_paths(embedding_model, paths, flip=flip)
+        how = (f"images used as given ({size}x{size}, the model's input size)"
+               if not photo_sizes_differ(paths, size)
+               else f"images resized to {size}x{size} as given (--no-detect)")
+    vectors = l2_normalize(vectors)
     similarity = float(vectors[0] @ vectors[1])
-    same = similarity > threshold
+    same = None if threshold is None else similarity > threshold
     if as_json:
         typer.echo(json.dumps({"similarity": similarity, "threshold": threshold, "far": far,
-                               "same": same}))
+                               "same": same, "detected": bool(detect),
+                               **({"no_verdict": no_verdict} if no_verdict else {})}))
+        return
+    typer.echo(how)
+    if threshold is None:
+        typer.echo(f"similarity {similarity:.4f}; no verdict: {no_verdict}.")
     else:
         typer.echo(f"similarity {similarity:.4f}, threshold {threshold:.4f} at FAR {far:.0e}: "
                    + ("same person" if same else "different people"))
@@ -446,14 +554,27 @@ def identify(
     cache: Annotated[bool, typer.Option(
         help="Reuse the gallery's embeddings while the model and gallery are unchanged.")]
         = True,
+    detect: Annotated[Optional[bool], typer.Option(
+        "--detect/--no-detect",
+        help="Detect each face and align it to the model's input (images without a face "
+             "are skipped, and listed). Default: when an image is not of the model's input "
+             "size.", rich_help_panel=DETECTION, show_default=False)] = None,
+    detector: DetectorName = _FINDER["detector"],
+    detector_opt: DetectorOptions = None,
+    min_face_size: MinFaceSize = _FINDER["min_face_size"],
+    min_confidence: MinConfidence = _FINDER["min_confidence"],
 ):
     """1:N identification: rank-1 and rank-5 accuracy of probes against a gallery."""
     from facekit.eval.protocols import Identification
 
-    protocol = Identification(gallery, probe, top, cache_key=model if cache else None)
+    finder = _finder(detect, detector, detector_opt, min_face_size, min_confidence)
+    protocol = Identification(gallery, probe, top, cache_key=model if cache else None,
+                              faces=finder, detect=detect)
     from facekit.eval.api import evaluate as run_evaluation
 
     report = run_evaluation(model, [protocol], flip=flip, batch_size=batch_size).reports[0]
+    typer.echo(f"faces detected ({finder.detector}) and aligned to the model's input"
+               if report.detected else "images used as given (no face detection)")
     out.parent.mkdir(parents=True, exist_ok=True)
     report.table.to_csv(out, index=False)
     typer.echo(f"gallery: {report.gallery_identities} identities, {report.gallery_images} "
@@ -475,6 +596,12 @@ def export(
 
     export_model(model, format.value, out)
     typer.echo(f"Exported {format.value} to {out}")
+    from facekit.data.prepare import describe_alignment
+    from facekit.run_folder import trained_alignment
+
+    trained = trained_alignment(model)
+    if trained is not None:
+        typer.echo(f"it expects {describe_alignment(trained)} (in its metadata)")
 
 
 @app.command()
@@ -493,16 +620,37 @@ def prepare(
              "score is ignored). Images it does not list are skipped.")] = None,
     workers: Annotated[Optional[int], typer.Option(
         help="Parallel processes. Default: one per CPU.")] = None,
+    detect: Annotated[bool, typer.Option(
+        help="Find each face with a detector and align it to the ArcFace template by its 5 "
+             "landmarks; writes DST/landmarks.txt (replay it with --landmarks).",
+        rich_help_panel=DETECTION)] = False,
+    faces: Annotated[FaceChoice, typer.Option(
+        help="With --detect: the largest face of each image, or all of them (the largest "
+             "keeps the file's name, the others get -face2, -face3, ...).",
+        rich_help_panel=DETECTION)] = _FINDER["faces"],
+    detector: DetectorName = _FINDER["detector"],
+    detector_opt: DetectorOptions = None,
+    min_face_size: MinFaceSize = _FINDER["min_face_size"],
+    min_confidence: MinConfidence = _FINDER["min_confidence"],
 ):
-    """Convert a dataset to 112x112 RGB JPEGs in identity folders (file stems kept); extract
-    an insightface train.rec."""
+    """Convert a dataset to 112x112 RGB JPEGs in identity folders (file stems kept): resized,
+    centre-cropped, or aligned by landmarks or by a face detector; extract an insightface
+    train.rec. Run it again on the same folder to continue an interrupted one."""
     from facekit.data.prepare import prepare_dataset
 
-    report = prepare_dataset(source, destination, size, crop, workers, landmarks=landmarks)
+    finder = _finder(detect, detector, detector_opt, min_face_size, min_confidence, faces)
+    started = time.perf_counter()
+    report = prepare_dataset(source, destination, size, crop, workers, landmarks=landmarks,
+                             detect=finder)
+    seconds = time.perf_counter() - started
+    done = f" ({report.already_done} were done before)" if report.already_done else ""
     typer.echo(f"Wrote {report.written} images of {report.identities} identities to "
-               f"{destination}; skipped {len(report.skipped)}.")
+               f"{destination}{done}; skipped {len(report.skipped)} "
+               f"({report.written / max(seconds, 1e-9):.1f} images/s).")
+    if report.landmarks is not None:
+        typer.echo(f"landmarks: {report.landmarks}")
     _list_skipped(report.skipped)
-    if not report.written:
+    if not report.written and not report.already_done:
         raise FacekitError(f"No image of '{source}' could be converted (each is listed "
                            "above as skipped).")
 

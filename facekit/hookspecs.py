@@ -48,3 +48,14 @@ def facekit_register_losses(register):
     ``factory(**options)`` returns a Keras ``Loss`` that accepts integer or
     one-hot labels and scores of the declared kind.
     """
+
+
+@hookspec
+def facekit_register_detectors(register):
+    """Register face detectors: ``register(name, factory)``.
+
+    ``factory(**options)`` returns an object whose ``detect(images)`` takes a list of
+    RGB uint8 arrays (H, W, 3) and returns, per image, a list of
+    ``facekit.data.detect.Face``: a box, a confidence and five landmarks (left eye,
+    right eye, nose tip, left and right mouth corner, image-left first).
+    """

@@ -21,7 +21,7 @@ from facekit.errors import FacekitError
 
 ENTRY_POINT_GROUP = "facekit"
 DISABLE_ENV = "FACEKIT_DISABLE_PLUGINS"
-KINDS = ("backbone", "neck", "head", "loss")
+KINDS = ("backbone", "neck", "head", "loss", "detector")
 # What a head outputs and a loss expects: logits; cosines (scores in [-1, 1]); or
 # cosines with the embedding's L2 norm appended as one last column.
 SCORE_KINDS = ("logits", "cosine", "cosine+norm")
@@ -30,6 +30,7 @@ _HOOKS = {
     "neck": "facekit_register_necks",
     "head": "facekit_register_heads",
     "loss": "facekit_register_losses",
+    "detector": "facekit_register_detectors",
 }
 # Arguments facekit passes itself; everything else with a default is an option.
 # A neck gets the backbone's feature-map shape and the run's embedding size and
@@ -37,7 +38,7 @@ _HOOKS = {
 # the loss expects it.
 _RESERVED = {"backbone": {"input_shape"},
              "neck": {"feature_shape", "embedding_size", "dropout"},
-             "head": {"num_classes", "append_norm"}, "loss": set()}
+             "head": {"num_classes", "append_norm"}, "loss": set(), "detector": set()}
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,7 @@ class Provider:
 
 @dataclass(frozen=True)
 class Component:
-    """A registered backbone, neck, head or loss."""
+    """A registered backbone, neck, head, loss or detector."""
 
     kind: str
     name: str

@@ -10,6 +10,7 @@ A run folder holds what ``facekit train`` made::
     RUN/checkpoints/           epoch-NNNN.keras and state.json, what --resume continues from
     RUN/thresholds.json        similarity thresholds measured by facekit eval
     RUN/eval.json              facekit eval's last report
+    RUN/preprocessing.json     how facekit prepare made the training images (when it did)
 
 ``state.json`` is read into a :class:`RunState` and written atomically; a damaged
 one is a one-sentence error, and its checkpoint name can never point outside the
@@ -136,6 +137,7 @@ class RunFolder:
     history_json = property(lambda self: self.path / "history.json")
     training_plot = property(lambda self: self.path / "training.png")
     skipped_files = property(lambda self: self.path / "skipped_files.csv")
+    preprocessing = property(lambda self: self.path / "preprocessing.json")
     tensorboard = property(lambda self: self.path / "tensorboard")
     checkpoints = property(lambda self: self.path / "checkpoints")
     state_file = property(lambda self: self.checkpoints / STATE_FILE)
@@ -188,3 +190,14 @@ def model_file(path: str | Path) -> Path:
     """``path`` itself, or the basic model of a run folder."""
     path = Path(path)
     return RunFolder(path).basic_model if path.is_dir() else path
+
+
+def trained_alignment(model) -> dict | None:
+    """How the training images of ``model`` (a run folder or a model file in one) were
+    prepared: the ``alignment`` of facekit prepare's record, or None when unknown."""
+    path = RunFolder(model_file(model).parent).preprocessing
+    try:
+        return json.loads(path.read_text())["alignment"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+

@@ -138,8 +138,11 @@ def test_compare_and_identify(tmp_path, trained_run, tiny_faces):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     (run_dir / "basic_model.keras").write_bytes((trained_run / "basic_model.keras").read_bytes())
+    # No thresholds yet: the similarity, and why there is no verdict.
     missing = run_facekit("compare", str(a), str(b), "--model", str(run_dir))
-    assert missing.returncode == 2 and "run facekit eval on it first" in missing.stderr
+    assert missing.returncode == 0, missing.stderr[-2000:]
+    assert "similarity" in missing.stdout and "no verdict" in missing.stdout
+    assert "run facekit eval on it first" in missing.stdout
     (run_dir / THRESHOLDS_FILE).write_text(json.dumps({"at_far": {
         "1e-03": {"threshold": -1.0, "far": 0.001, "tar": 1.0},
         "1e-04": {"threshold": 1.0, "far": 0.0, "tar": 0.0}}}))
@@ -153,6 +156,9 @@ def test_compare_and_identify(tmp_path, trained_run, tiny_faces):
     assert answer["same"] is True  # every similarity is above -1
     strict = invoke_facekit("compare", a, b, "--model", run_dir, "--far", "1e-4")
     assert "different people" in strict.stdout  # no cosine exceeds 1
+    unmeasured = invoke_facekit("compare", a, b, "--model", run_dir, "--far", "1e-2")
+    assert "no verdict" in unmeasured.stdout
+    assert "thresholds exist at FAR 1e-03, 1e-04 (--far)" in unmeasured.stdout
 
     # Gallery: the first 5 images of each person; probes: the other 5, plus a stranger.
     gallery, probes = tmp_path / "gallery", tmp_path / "probes"

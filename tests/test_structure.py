@@ -27,10 +27,11 @@ LAYERS = [
 LIGHT = ["facekit", "facekit.errors", "facekit.hookspecs", "facekit.declare",
          "facekit.registry", "facekit.components", "facekit.run_folder", "facekit.cluster",
          "facekit.config", "facekit.plan", "facekit.cli", "facekit.native_logs", "facekit.data.sources",
-         "facekit.data.index", "facekit.data.demo", "facekit.data.recordio",
+         "facekit.data.index", "facekit.data.demo", "facekit.data.recordio", "facekit.data.detect",
+         "facekit.data.align", "facekit.data.prepare",
          "facekit.eval.sets", "facekit.eval.thresholds", "facekit.eval.protocols",
          "facekit_plugins", "facekit_plugins.backbones", "facekit_plugins.necks",
-         "facekit_plugins.heads", "facekit_plugins.losses"]
+         "facekit_plugins.heads", "facekit_plugins.losses", "facekit_plugins.detectors"]
 
 
 def _modules() -> dict[str, Path]:

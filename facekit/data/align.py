@@ -84,19 +84,29 @@ def align_face(image, landmarks, size: int = 112):
     return warp(image, alignment_matrix(landmarks, size), size)
 
 
-def read_landmarks(path) -> dict[str, np.ndarray]:
+def read_landmarks(path) -> dict[str, list[np.ndarray]]:
     """A landmarks file: per line an image path and its 5 points ``x1 y1 … x5 y5``, with
     an optional detector score after them (IJB's ``*_name_5pts_score.txt`` layout).
-    Returns {path as written: (5, 2) points}."""
-    return {name: points for name, (points, _) in read_landmarks_with_scores(path).items()}
+    An image listed on several lines has several faces (``prepare --detect --faces all``
+    writes one line per face, largest first).
+    Returns {path as written: [(5, 2) points, one per face]}."""
+    found: dict[str, list[np.ndarray]] = {}
+    for name, points, _ in _landmark_lines(path):
+        found.setdefault(name, []).append(points)
+    return found
 
 
 def read_landmarks_with_scores(path) -> dict[str, tuple[np.ndarray, float]]:
-    """As ``read_landmarks``, with each line's detector score (1.0 when absent)."""
+    """{image: (its 5 points, the line's detector score, 1.0 when absent)}: one face per
+    image, as IJB's files list them (the last line of an image counts)."""
+    return {name: (points, score) for name, points, score in _landmark_lines(path)}
+
+
+def _landmark_lines(path):
     path = Path(path)
     if not path.is_file():
         raise FacekitError(f"The landmarks file '{path}' does not exist.")
-    found = {}
+    found = []
     for number, line in enumerate(read_text(path, "The landmarks file").splitlines(), start=1):
         fields = line.split()
         if not fields or fields[0].startswith("#"):
@@ -110,8 +120,15 @@ def read_landmarks_with_scores(path) -> dict[str, tuple[np.ndarray, float]]:
             raise FacekitError(f"{path}:{number}: the coordinates are not numbers.") from None
         if not np.all(np.isfinite(values)):
             raise FacekitError(f"{path}:{number}: the coordinates are not finite.")
-        found[fields[0]] = (values[:10].reshape(5, 2), float(values[10]) if len(values) == 11
-                            else 1.0)
+        found.append((fields[0], values[:10].reshape(5, 2),
+                      float(values[10]) if len(values) == 11 else 1.0))
     if not found:
         raise FacekitError(f"The landmarks file '{path}' lists no image.")
     return found
+
+
+def landmarks_line(name: str, points: np.ndarray, score: float) -> str:
+    """One line of a landmarks file; the coordinates round-trip exactly (repr), so a
+    replay with ``prepare --landmarks`` warps the very same crops."""
+    values = " ".join(repr(float(v)) for v in np.asarray(points, np.float64).ravel())
+    return f"{name} {values} {float(score)!r}\n"

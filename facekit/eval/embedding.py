@@ -125,3 +125,53 @@ def embed_encoded(model, encoded: list[bytes], *, batch_size: int = 64, flip: bo
 
     return embed_dataset(model, dataset, flip=flip, count=len(encoded), progress=progress,
                          first_bad=first_bad)
+
+
+def embed_faces(model, paths, finder, *, batch_size: int = 64, flip: bool = True,
+                progress: bool = False) -> tuple[np.ndarray, dict[int, str]]:
+    """Embeddings of the face in each photo, found by ``finder`` (a
+    facekit.data.detect.FaceFinder) and aligned at the model's input size.
+
+    Returns the rows, in the order of ``paths``, and {position: why no face} for the
+    photos without a usable face (their rows are zero: drop them, or embed the
+    photo whole, as the caller's protocol says).
+    """
+    import tensorflow as tf
+
+    size = model_image_size(model)
+    forward = _forward(model, flip)
+    rows = np.zeros((len(paths), model.output_shape[-1]), np.float32)
+    missing: dict[int, str] = {}
+    crops, positions = [], []
+
+    def flush():
+        if crops:
+            rows[positions] = forward(tf.constant(np.stack(crops))).numpy()
+            crops.clear()
+            positions.clear()
+
+    for position, crop, reason in finder.aligned_files(paths, size, progress=progress):
+        if crop is None:
+            missing[position] = reason
+            continue
+        crops.append(crop)
+        positions.append(position)
+        if len(crops) == batch_size:
+            flush()
+    flush()
+    return rows, missing
+
+
+def photo_sizes_differ(paths, size: int) -> bool:
+    """Whether any image is not size×size (its header is read, not its pixels): such
+    inputs are photos to detect faces in, not the aligned crops a model takes."""
+    from PIL import Image, UnidentifiedImageError
+
+    for path in paths:
+        try:
+            with Image.open(path) as image:
+                if image.size != (size, size):
+                    return True
+        except (UnidentifiedImageError, OSError):
+            continue  # the embedding step names unreadable files
+    return False

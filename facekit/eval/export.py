@@ -60,10 +60,13 @@ def metadata(model_path, model) -> dict:
     """What an exported model's user needs besides the weights."""
     from facekit import __version__
     from facekit.eval.thresholds import INPUT_CONVENTION, read_thresholds
+    from facekit.run_folder import trained_alignment
 
     size = int(model.input_shape[1])
     return {"facekit_version": __version__,
             "input": {"shape": [None, size, size, 3], **INPUT_CONVENTION},
+            # how facekit prepare made the training images (None when it did not)
+            "preprocessing": trained_alignment(model_path),
             "output": {"embedding_size": int(model.output_shape[-1]),
                        "compare": "L2-normalize, then cosine similarity"},
             "thresholds": read_thresholds(model_path)}

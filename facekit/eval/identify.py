@@ -32,25 +32,32 @@ class Gallery:
     skipped: list = field(default_factory=list)  # (path, reason) of the unreadable files
 
 
-def gallery_cache_path(model_path, gallery: Path, flip: bool) -> Path:
-    """A cache file named by the model file's identity and the gallery's fingerprint."""
+def gallery_cache_path(model_path, gallery: Path, flip: bool, faces=None) -> Path:
+    """A cache file named by the model file's identity, the gallery's fingerprint and
+    how faces were found (``faces``, a FaceFinder, or None)."""
+    import json
+
     from facekit.data.index import fingerprint
     from facekit.run_folder import model_file
 
     model_path = model_file(model_path).resolve()
     stat = model_path.stat()
+    detection = json.dumps(faces.describe(), sort_keys=True) if faces is not None else None
     key = hashlib.sha1(f"{model_path} {stat.st_size} {stat.st_mtime_ns} {gallery.resolve()} "
-                       f"{fingerprint(gallery)} flip={flip}".encode()).hexdigest()[:20]
+                       f"{fingerprint(gallery)} flip={flip} faces={detection}"
+                       .encode()).hexdigest()[:20]
     return cache_dir() / "gallery" / f"{key}.npz"
 
 
 def load_gallery(model, model_path, gallery: Path, *, batch_size: int = 64, flip: bool = True,
-                 use_cache: bool = True) -> tuple[Gallery, bool]:
-    """The gallery's templates, and whether they came from the cache."""
+                 use_cache: bool = True, faces=None) -> tuple[Gallery, bool]:
+    """The gallery's templates, and whether they came from the cache; with ``faces`` (a
+    FaceFinder) each image's face is detected and aligned first, and images without
+    one are skipped."""
     from facekit.data.sources import load_index
-    from facekit.eval.embedding import embed_paths
+    from facekit.eval.embedding import embed_faces, embed_paths
 
-    cache = gallery_cache_path(model_path, gallery, flip) if use_cache else None
+    cache = gallery_cache_path(model_path, gallery, flip, faces) if use_cache else None
     if use_cache and cache.is_file():
         try:
             with np.load(cache, allow_pickle=False) as stored:
@@ -60,11 +67,22 @@ def load_gallery(model, model_path, gallery: Path, *, batch_size: int = 64, flip
         except Exception:  # a damaged cache counts as missing: embed again
             pass
     index = load_index(gallery)
-    vectors = l2_normalize(embed_paths(model, index.paths, batch_size=batch_size, flip=flip))
+    labels, skipped = index.labels, list(index.skipped)
+    if faces is None:
+        vectors = embed_paths(model, index.paths, batch_size=batch_size, flip=flip)
+    else:
+        vectors, missing = embed_faces(model, index.paths, faces, batch_size=batch_size,
+                                       flip=flip)
+        kept = np.array([i not in missing for i in range(len(index))], bool)
+        skipped += [(index.paths[i], missing[i]) for i in sorted(missing)]
+        vectors, labels = vectors[kept], labels[kept]
+    vectors = l2_normalize(vectors)
     templates = np.zeros((len(index.classes), vectors.shape[1]), np.float64)
-    np.add.at(templates, index.labels, vectors)
-    result = Gallery(list(index.classes), l2_normalize(templates).astype(np.float32),
-                     len(index), list(index.skipped))
+    np.add.at(templates, labels, vectors)
+    present = np.bincount(labels, minlength=len(index.classes)) > 0
+    classes = [name for name, shown in zip(index.classes, present) if shown]
+    result = Gallery(classes, l2_normalize(templates[present]).astype(np.float32),
+                     int(len(labels)), skipped)
     if use_cache:
         with unique_temporary(cache) as temporary:
             with open(temporary, "wb") as file:  # np.savez would add .npz to a path

@@ -57,9 +57,13 @@ class PairsReport(Report):
     distances: np.ndarray = None  # per pair, squared distance of unit embeddings
     issame: np.ndarray = None
     pair_keys: np.ndarray = None  # the same key for the same two images in any set
+    undetected: list = field(default_factory=list)  # (path, reason): embedded whole
 
     def to_dict(self) -> dict:
-        return {"set": self.name, "kind": self.kind, **self.result.to_dict()}
+        data = {"set": self.name, "kind": self.kind, **self.result.to_dict()}
+        if self.undetected:
+            data["undetected"] = [list(row) for row in self.undetected]
+        return data
 
     def row(self) -> dict[str, str]:
         tar = self.result.tar_at_far.get("1e-03", {}).get("tar")
@@ -93,6 +97,7 @@ class IdentificationReport(Report):
     probes: int = 0
     enrolled: int = 0
     skipped: list = field(default_factory=list)  # (path, reason): gallery and probe files
+    detected: bool = False  # whether faces were detected and aligned first
 
     def to_dict(self) -> dict:
         return {"set": self.name, "kind": self.kind,
@@ -100,7 +105,7 @@ class IdentificationReport(Report):
                 "gallery": {"identities": self.gallery_identities,
                             "images": self.gallery_images},
                 "probes": self.probes, "enrolled_probes": self.enrolled,
-                "skipped": [list(row) for row in self.skipped]}
+                "detected": self.detected, "skipped": [list(row) for row in self.skipped]}
 
     def row(self) -> dict[str, str]:
         return {"set": self.name, "probes": str(self.probes),
@@ -131,24 +136,30 @@ class Pairs(Protocol):
         >>> facekit.evaluate("runs/a", [lfw]).reports[0].score  # accuracy
     """
 
-    def __init__(self, vset: VerificationSet, folds: int | None = None):
-        self.vset, self.folds, self.name = vset, folds, vset.name
+    def __init__(self, vset: VerificationSet, folds: int | None = None, faces=None):
+        if faces is not None and vset.encoded:
+            raise FacekitError(f"'{vset.name}' holds aligned faces; face detection is for "
+                               "sets of photos.")
+        self.vset, self.folds, self.faces, self.name = vset, folds, faces, vset.name
 
     @classmethod
-    def from_pairs(cls, data, pairs, folds: int | None = None) -> "Pairs":
-        return cls(VerificationSet.from_pairs(data, pairs), folds)
+    def from_pairs(cls, data, pairs, folds: int | None = None, faces=None) -> "Pairs":
+        """The pairs of an LFW-style pairs file over ``data``; ``faces`` (a
+        facekit.data.detect.FaceFinder) detects and aligns each photo first."""
+        return cls(VerificationSet.from_pairs(data, pairs), folds, faces)
 
     @classmethod
     def from_bin(cls, path, folds: int | None = None) -> "Pairs":
         return cls(VerificationSet.from_bin(path, folds or 10), folds)
 
     def evaluate(self, model, *, flip=True, batch_size=64, progress=False) -> PairsReport:
-        from facekit.eval.sets import evaluate_set
+        from facekit.eval.sets import embed_set, verify_set
 
-        result, distances = evaluate_set(model, self.vset, flip=flip, batch_size=batch_size,
-                                         folds=self.folds, progress=progress)
+        embeddings, undetected = embed_set(model, self.vset, flip=flip, batch_size=batch_size,
+                                           progress=progress, faces=self.faces)
+        result, distances = verify_set(embeddings, self.vset, self.folds)
         return PairsReport(self.vset.title, result.accuracy, "verification", result,
-                           distances, self.vset.issame, self.vset.pair_keys())
+                           distances, self.vset.issame, self.vset.pair_keys(), undetected)
 
 
 class IJB(Protocol):
@@ -182,33 +193,52 @@ class Identification(Protocol):
         probe: an identity folder whose folder names are the truth for rank-k accuracy.
         top: candidates listed per probe.
         cache_key: the model file whose gallery embeddings may be cached, or None.
+        faces: a facekit.data.detect.FaceFinder to detect and align the faces with.
+        detect: True to detect, False not to, None (with ``faces``) to detect when an
+            image is not of the model's input size; images without a face are skipped.
     """
 
-    def __init__(self, gallery, probe, top: int = 5, cache_key=None):
+    def __init__(self, gallery, probe, top: int = 5, cache_key=None, faces=None,
+                 detect: bool | None = None):
         if top < 1:
             raise FacekitError(f"--top must be at least 1, got {top}.")
         self.gallery, self.probe, self.top = Path(gallery), Path(probe), top
         self.cache_key, self.name = cache_key, Path(gallery).name
+        self.faces, self.detect = faces, detect if faces is not None else False
 
     def evaluate(self, model, *, flip=True, batch_size=64, progress=False
                  ) -> IdentificationReport:
         import pandas as pd
 
         from facekit.data.sources import load_index
-        from facekit.eval.embedding import embed_paths
+        from facekit.eval.embedding import (embed_faces, embed_paths, model_image_size,
+                                            photo_sizes_differ)
         from facekit.eval.identify import (load_gallery, rank_accuracy, rank_candidates,
                                            similarities, true_ranks)
 
+        probes = load_index(self.probe)
+        detect = self.detect
+        if detect is None:
+            detect = photo_sizes_differ(list(load_index(self.gallery).paths) + list(probes.paths),
+                                        model_image_size(model))
+        faces = self.faces if detect else None
         known, cached = load_gallery(model, self.cache_key, self.gallery,
                                      batch_size=batch_size, flip=flip,
-                                     use_cache=self.cache_key is not None)
-        probes = load_index(self.probe)
-        vectors = embed_paths(model, probes.paths, batch_size=batch_size, flip=flip)
-        identities = [probes.classes[label] for label in probes.labels]
+                                     use_cache=self.cache_key is not None, faces=faces)
+        paths, labels, skipped = probes.paths, probes.labels, list(probes.skipped)
+        if faces is None:
+            vectors = embed_paths(model, paths, batch_size=batch_size, flip=flip)
+        else:
+            vectors, missing = embed_faces(model, paths, faces, batch_size=batch_size,
+                                           flip=flip)
+            kept = np.array([i not in missing for i in range(len(paths))], bool)
+            skipped += [(paths[i], missing[i]) for i in sorted(missing)]
+            paths, labels, vectors = paths[kept], labels[kept], vectors[kept]
+        identities = [probes.classes[label] for label in labels]
         similarity = similarities(known, vectors)
         best, scores = rank_candidates(similarity, self.top)
         ranks = true_ranks(known, similarity, identities)
-        table = pd.DataFrame({"probe": probes.paths, "identity": identities,
+        table = pd.DataFrame({"probe": paths, "identity": identities,
                               "rank": pd.Series(ranks).where(ranks > 0).astype("Int64")})
         for k in range(best.shape[1]):
             table[f"match{k + 1}"] = [known.classes[i] for i in best[:, k]]
@@ -216,7 +246,8 @@ class Identification(Protocol):
         accuracy = rank_accuracy(ranks)
         return IdentificationReport(self.name, accuracy[1], "identification", accuracy, table,
                                     len(known.classes), known.images, cached, len(ranks),
-                                    int((ranks > 0).sum()), known.skipped + probes.skipped)
+                                    int((ranks > 0).sum()), known.skipped + skipped,
+                                    faces is not None)
 
 
 def table(reports: list[Report]) -> str:

@@ -113,15 +113,40 @@ def evaluate_set(model, vset: VerificationSet, *, flip: bool = True, batch_size:
                  folds: int | None = None, progress: bool = False
                  ) -> tuple[VerificationResult, np.ndarray]:
     """Embed the set's images once and run the K-fold protocol; returns result and distances."""
-    from facekit.eval.embedding import embed_encoded, embed_paths
-    from facekit.eval.verification import pair_distances
+    embeddings, _ = embed_set(model, vset, flip=flip, batch_size=batch_size, progress=progress)
+    return verify_set(embeddings, vset, folds)
+
+
+def embed_set(model, vset: VerificationSet, *, flip: bool = True, batch_size: int = 64,
+              progress: bool = False, faces=None) -> tuple[np.ndarray, list]:
+    """The embedding of each image of the set, and the (path, reason) of the images
+    ``faces`` (a facekit.data.detect.FaceFinder, for sets of photos) found no face in:
+    those are embedded whole, so that every pair is still verified."""
+    from facekit.eval.embedding import embed_encoded, embed_faces, embed_paths
 
     if vset.encoded:
-        embeddings = embed_encoded(model, vset.images, batch_size=batch_size, flip=flip,
-                                   progress=progress, source=f"'{vset.name}'")
-    else:
-        embeddings = embed_paths(model, vset.images, batch_size=batch_size, flip=flip,
-                                 progress=progress)
+        if faces is not None:
+            raise FacekitError(f"'{vset.name}' holds aligned faces; face detection is for "
+                               "sets of photos.")
+        return embed_encoded(model, vset.images, batch_size=batch_size, flip=flip,
+                             progress=progress, source=f"'{vset.name}'"), []
+    if faces is None:
+        return embed_paths(model, vset.images, batch_size=batch_size, flip=flip,
+                           progress=progress), []
+    embeddings, missing = embed_faces(model, vset.images, faces, batch_size=batch_size,
+                                      flip=flip, progress=progress)
+    if missing:
+        positions = sorted(missing)
+        embeddings[positions] = embed_paths(model, [vset.images[i] for i in positions],
+                                            batch_size=batch_size, flip=flip)
+    return embeddings, [(vset.images[i], missing[i]) for i in sorted(missing)]
+
+
+def verify_set(embeddings: np.ndarray, vset: VerificationSet, folds: int | None = None
+               ) -> tuple[VerificationResult, np.ndarray]:
+    """The K-fold protocol on the set's pairs; returns the result and the distances."""
+    from facekit.eval.verification import pair_distances
+
     folds = folds or vset.folds
     if len(vset.issame) < folds:
         raise FacekitError(f"{len(vset.issame)} pairs cannot be split into {folds} folds.")

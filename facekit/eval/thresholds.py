@@ -104,3 +104,19 @@ def threshold_at(model, far: float) -> float:
         raise FacekitError(f"No threshold at FAR {far_key(far)}: {entry.get('reason')}; "
                            "evaluate on more pairs or choose a larger --far.")
     return float(entry["threshold"])
+
+
+def usable_threshold(model, far: float) -> tuple[float | None, str | None]:
+    """(threshold at ``far``, None), or (None, why there is none and which FARs have one):
+    ``compare`` prints the similarity either way and decides only when it can."""
+    try:
+        return threshold_at(model, far), None
+    except FacekitError as exc:
+        data = read_thresholds(model)
+        measured = [key for key, entry in (data or {}).get("at_far", {}).items()
+                    if entry.get("threshold") is not None]
+        reason = str(exc).rstrip(".")
+        if measured:
+            reason += f"; thresholds exist at FAR {', '.join(measured)} (--far)"
+        return None, reason
+

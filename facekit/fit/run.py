@@ -23,6 +23,8 @@ from facekit.eval.protocols import Pairs
 from facekit.eval.sets import VerificationSet
 from facekit.fit.batchnorm import BatchNormRecalibration
 from facekit.data.pipeline import DroppedBatches
+from facekit.data.prepare import preprocessing
+from facekit.files import write_atomic
 from facekit.fit.callbacks import (AverageStatistics, BestModelCheckpoint, DroppedLog,
                                    HistoryFiles, StageLog, VerificationCallback)
 from facekit.fit.checkpoints import EpochCheckpoint, StopOnSignal, architecture, has_nan
@@ -161,6 +163,10 @@ class Run:
         write_config_file(dataclasses.replace(
             self.config, data=str(self.source.path.resolve()), best_by=self.monitor,
             jit_compile=jit if isinstance(jit, bool) else None), self.plan.run.config)
+        alignment = preprocessing(self.source.path)
+        if alignment is not None:  # so eval, compare and export can say what the model expects
+            write_atomic(self.plan.run.preprocessing, json.dumps(
+                {"data": str(self.source.path.resolve()), "alignment": alignment}, indent=2))
 
     def stage_at(self, epoch: int) -> StagePlan:
         """The stage that trains epoch ``epoch + 1`` (the last stage once all are done)."""
