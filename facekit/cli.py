@@ -96,15 +96,24 @@ def list_plugins(
             "problems": [p.to_dict() for p in registry.problems],
             "disabled": registry.disabled}, indent=2, default=str))
         return
+    import shutil
+    import textwrap
+
+    width = max(60, shutil.get_terminal_size().columns)
+
+    def show(first: str, text: str) -> None:  # wrapped to the terminal, indented under it
+        typer.echo(textwrap.fill(text, width, initial_indent=f"  {first:<18} ",
+                                 subsequent_indent=" " * 21, break_on_hyphens=False))
+
     for k in kinds:
         typer.echo(typer.style(f"{k}s".replace("losss", "losses"), bold=True))
         for name in registry.names(k):
             component = registry.components[k][name]
-            typer.echo(f"  {name:<18} {component.summary}{component.tags}")
-            typer.echo(f"  {'':<18} provider: {component.provider}")
+            show(name, f"{component.summary}{component.tags}")
+            show("", f"provider: {component.provider}")
             if component.options:
-                opts = ", ".join(f"{key}={value!r}" for key, value in component.options.items())
-                typer.echo(f"  {'':<18} options: {opts}")
+                show("", "options: " + ", ".join(f"{key}={value!r}"
+                                                 for key, value in component.options.items()))
         typer.echo("")
     if registry.problems:
         typer.echo(typer.style("problems", bold=True, fg="red"))
@@ -292,8 +301,8 @@ def evaluate(
     batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 64,
     seed: Annotated[int, typer.Option(help="Seed for --auto-pairs.")] = 0,
     pairs_out: Annotated[Optional[Path], typer.Option(
-        help="Where --auto-pairs writes its pairs. Default: auto_pairs_<N>_seed<S>.txt.")]
-        = None,
+        help="Where --auto-pairs writes its pairs. Default: auto_pairs_<N>_seed<S>.txt "
+             "beside the model.")] = None,
     report: Annotated[Optional[Path], typer.Option(
         help="Where to write the results as JSON. Default: eval.json beside the model.")]
         = None,
@@ -335,7 +344,8 @@ def evaluate(
     elif pairs is not None:
         protocols = [Pairs.from_pairs(data, pairs, folds, faces=finder)]
     else:
-        pairs_out = pairs_out or Path(f"auto_pairs_{auto_pairs}_seed{seed}.txt")
+        pairs_out = pairs_out or (model_file(model).parent
+                                  / f"auto_pairs_{auto_pairs}_seed{seed}.txt")
         protocols = [Pairs(VerificationSet.auto(data, auto_pairs, folds or 10, seed, pairs_out),
                            folds, faces=finder)]
         if not as_json:
@@ -351,7 +361,8 @@ def evaluate(
         else:
             from facekit.eval.verification import plot_verification
 
-            plot_verification(first.distances, first.issame, first.result, plot)
+            plot_verification(first.distances, first.issame, first.result, plot,
+                              title=f"{first.name}: {model}")
     written, kept = (write_thresholds(model, result.thresholds) if result.thresholds
                      else (None, None))
     results = result.to_dict()
@@ -546,8 +557,9 @@ def identify(
         help="Folder of identity sub-folders to search for (their folder names are the "
              "truth for rank-k accuracy).")],
     model: ModelPath,
-    out: Annotated[Path, typer.Option(
-        help="CSV of each probe's top matches.")] = Path("identify.csv"),
+    out: Annotated[Optional[Path], typer.Option(
+        help="CSV of each probe's top matches. Default: identify.csv beside the model.")]
+        = None,
     top: Annotated[int, typer.Option(help="Candidates listed per probe.")] = 5,
     batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 64,
     flip: Annotated[bool, typer.Option(help="Add the mirrored image's embedding.")] = True,
@@ -575,6 +587,9 @@ def identify(
     report = run_evaluation(model, [protocol], flip=flip, batch_size=batch_size).reports[0]
     typer.echo(f"faces detected ({finder.detector}) and aligned to the model's input"
                if report.detected else "images used as given (no face detection)")
+    from facekit.run_folder import model_file
+
+    out = out or model_file(model).parent / "identify.csv"
     out.parent.mkdir(parents=True, exist_ok=True)
     report.table.to_csv(out, index=False)
     typer.echo(f"gallery: {report.gallery_identities} identities, {report.gallery_images} "

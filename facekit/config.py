@@ -179,7 +179,9 @@ class TrainConfig:
     keep_checkpoints: int = option(3, "Per-epoch checkpoints of the full training state to "
                                    "keep.", LOGS, check=at_least(1))
     tensorboard: bool = option(False, "Write TensorBoard logs to RUN/tensorboard.", LOGS)
-    verbose: int = option(1, "0: quiet; 1: progress bars and summaries.", LOGS, cli=False)
+    verbose: int = option(1, "0: quiet; 1: progress bars and summaries (one line per epoch "
+                          "when the output is not a terminal); 2: one line per epoch.", LOGS,
+                          cli=False, check=between(0, 2))
     # Hardware and cluster
     devices: str | None = option(
         None, "Devices to train on, e.g. gpu:0,gpu:1 (MirroredStrategy). Default: every "

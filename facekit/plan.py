@@ -24,7 +24,7 @@ from facekit.data.sources import open_source
 from facekit.errors import FacekitError, OptionError
 from facekit.eval.protocols import Pairs
 from facekit.registry import Registry, get_registry
-from facekit.run_folder import RunFolder, RunState
+from facekit.run_folder import ARCHITECTURE, RunFolder, RunState
 
 # What ``--resume`` may change: the run's total epochs, and how much it prints.
 RESUMABLE = ("epochs", "verbose")  # the total may rise; how much it prints is free
@@ -61,6 +61,7 @@ class RunPlan:
     cluster: object  # a facekit.fit.distributed.Cluster, or None to train alone
     run_dir: Path
     resume: RunState | None = None  # the checkpoint state a resumed run continues from
+    inherited: dict = dataclasses.field(default_factory=dict)  # from the --init-from run
 
     @property
     def run(self) -> RunFolder:
@@ -110,6 +111,9 @@ def plan_run(config: TrainConfig | None = None, *, resume: str | Path | None = N
         config, state = _resume_config(Path(resume), options)
     else:
         config = (config or TrainConfig()).with_overrides(**options)
+    inherited = {}
+    if resume is None and config.init_from:
+        config, inherited = _network_of_init_source(config, options)
     config = config.checked()
     if config.tensorboard and importlib.util.find_spec("tensorboard") is None:
         raise FacekitError("--tensorboard needs the tensorboard package (TensorFlow no longer "
@@ -145,7 +149,26 @@ def plan_run(config: TrainConfig | None = None, *, resume: str | Path | None = N
                          seed=config.seed, class_balance=config.class_balance)
     return RunPlan(config, backbone, neck, stages, config.augmentation(), source,
                    load_eval_sets(config), cluster,
-                   Path(resume) if resume is not None else _run_dir(config.output), state)
+                   Path(resume) if resume is not None else _run_dir(config.output), state,
+                   inherited)
+
+
+def _network_of_init_source(config: TrainConfig, options: dict) -> tuple[TrainConfig, dict]:
+    """``config`` with the network options (``ARCHITECTURE``) of the run ``--init-from``
+    names, for each one left at its default: its weights fit only that network."""
+    source = Path(config.init_from)
+    run = RunFolder(source if source.is_dir() else source.parent)
+    if not run.config.is_file():
+        return config, {}
+    try:
+        saved = TrainConfig.from_dict(read_config_file(run.config))
+    except FacekitError:
+        return config, {}  # the weights themselves are checked when they load
+    defaults = TrainConfig()
+    inherited = {name: getattr(saved, name) for name in ARCHITECTURE
+                 if name not in options and getattr(config, name) == getattr(defaults, name)
+                 and getattr(saved, name) != getattr(config, name)}
+    return dataclasses.replace(config, **inherited), inherited
 
 
 def with_rules(config: TrainConfig, registry: Registry) -> TrainConfig:
@@ -173,6 +196,16 @@ def _head_and_loss(registry: Registry, config: TrainConfig) -> tuple[Resolved, R
         fitting = [name for name in registry.names("head")
                    if loss.expects in registry.components["head"][name].outputs]
         choice = " or {head} ".join(fitting) or "<a {expects} head>"
+        losses = [name for name in registry.names("loss")
+                  if registry.components["loss"][name].expects in head.outputs]
+        if config.head and config.loss == TrainConfig.loss and losses:
+            # A head chosen with the loss left to its default: the loss is what to change.
+            shown = ", ".join(losses[:6]) + (", …" if len(losses) > 6 else "")
+            raise OptionError("The head '{name}' outputs {outputs} and the default loss "
+                              "'{loss_name}' expects {expects}; choose a loss for this head "
+                              "with {loss} ({losses}), or use {head} " + choice + ".",
+                              name=head.name, outputs=" or ".join(head.outputs),
+                              loss_name=loss.name, expects=loss.expects, losses=shown)
         raise OptionError("The head '{name}' outputs {outputs} but the loss '{loss_name}' "
                           f"expects {{expects}}; use {{head}} {choice} with this loss.",
                           name=head.name, outputs=" or ".join(head.outputs),

@@ -6,9 +6,11 @@ recorded as a problem and the others still load.  Nothing here imports Keras.
 
 from __future__ import annotations
 
+import difflib
 import functools
 import inspect
 import os
+import re
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any, Callable
@@ -121,7 +123,8 @@ class Registry:
     disabled: list[str] = field(default_factory=list)
 
     def names(self, kind: str) -> list[str]:
-        return sorted(self.components[kind])
+        """The names of ``kind`` in natural order: iresnet18 before iresnet100."""
+        return sorted(self.components[kind], key=natural_key)
 
     def get(self, kind: str, name: str) -> Component:
         """The component ``name`` of ``kind``, or a FacekitError saying what exists."""
@@ -134,8 +137,10 @@ class Registry:
             return self.components[kind][name]
         except KeyError:
             known = ", ".join(self.names(kind)) or "none"
+            close = difflib.get_close_matches(name, self.names(kind), n=1)
+            guess = f"did you mean '{close[0]}'? " if close else ""
             raise FacekitError(
-                f"Unknown {kind} '{name}'; choose one of: {known} "
+                f"Unknown {kind} '{name}'; {guess}choose one of: {known} "
                 f"(see `facekit list-plugins`).") from None
 
     def add(self, component: Component) -> None:
@@ -152,6 +157,11 @@ class Registry:
             component.provider,
             f"{component.kind} '{component.name}' is also registered by {existing.provider}; "
             f"neither can be used until one is removed"))
+
+
+def natural_key(name: str) -> list:
+    """Sort key that orders the numbers in a name by value (iresnet18 < iresnet100)."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
 
 
 def factory_options(kind: str, factory: Callable) -> dict[str, Any]:

@@ -48,11 +48,11 @@ def tinynet_plugin(tmp_path_factory) -> Path:
     get_registry.cache_clear()
 
 
-def run_facekit(*args, env=None, timeout=300):
+def run_facekit(*args, env=None, timeout=300, cwd=None):
     """Run the facekit CLI in a fresh interpreter; returns the CompletedProcess."""
     full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
     return subprocess.run([sys.executable, "-m", "facekit", *args], capture_output=True,
-                          text=True, env=full_env, timeout=timeout)
+                          text=True, env=full_env, timeout=timeout, cwd=cwd)
 
 
 def invoke_facekit(*args):

@@ -52,7 +52,7 @@ def test_two_epochs_equal_one_epoch_plus_resume(tmp_path, tiny_faces, tinynet_pl
     if loss != "softmax":  # the rest is the same for every loss
         return
     with open(tmp_path / "b" / "history.csv") as f:
-        assert [row["epoch"] for row in csv.DictReader(f)] == ["0", "1"]
+        assert [row["epoch"] for row in csv.DictReader(f)] == ["1", "2"]
     assert RunFolder(tmp_path / "b").read_state().epoch == 2
     optimizer = facekit.load_model(resumed.model_path, compile=True).optimizer
     assert int(optimizer.iterations.numpy()) == 6  # the step count carried over
@@ -90,7 +90,7 @@ def test_sigint_stops_after_a_checkpoint_and_the_run_resumes(tmp_path, tiny_face
     assert result.returncode == 0, result.stderr[-2000:]
     with open(run / "history.csv") as f:
         epochs = [int(row["epoch"]) for row in csv.DictReader(f)]
-    assert epochs[-1] == state.epoch and (run / "model.keras").is_file()
+    assert epochs[-1] == state.epoch + 1 and (run / "model.keras").is_file()
 
 
 def test_nan_epoch_never_overwrites_checkpoint_or_best_model(tmp_path):
@@ -124,7 +124,7 @@ def test_history_json_plot_and_tensorboard(tmp_path, tiny_faces, tinynet_plugin)
     result = facekit.train(data=str(tiny_faces), output=str(tmp_path / "run"),
                            tensorboard=True, val_split=0.2, **{**TINY_TRAIN, "epochs": 2})
     rows = json.loads((result.run_dir / "history.json").read_text())
-    assert [row["epoch"] for row in rows] == [0, 1]
+    assert [row["epoch"] for row in rows] == [1, 2]  # as the console counts them
     assert {"loss", "accuracy", "val_loss", "val_accuracy"} <= set(rows[0])
     assert (result.run_dir / "training.png").read_bytes()[:4] == b"\x89PNG"
     assert any((result.run_dir / "tensorboard").rglob("events.out.tfevents.*"))
@@ -154,8 +154,14 @@ def test_a_run_stopped_after_its_last_checkpoint_resumes_to_its_final_models(
 
 def test_a_damaged_last_checkpoint_resumes_from_the_one_before(tmp_path, tiny_faces,
                                                                tinynet_plugin, capsys):
+    class StopAfterTwo(keras.callbacks.Callback):  # an unfinished run keeps its checkpoints
+        def on_epoch_end(self, epoch, logs=None):
+            self.model.stop_training = epoch == 1
+
     run = RunFolder(tmp_path / "run")
-    facekit.train(data=str(tiny_faces), output=str(run.path), **{**EXACT, "epochs": 2})
+    facekit.train(data=str(tiny_faces), output=str(run.path), **{**EXACT, "epochs": 3},
+                  callbacks=[StopAfterTwo()])
+    assert [epoch for epoch, _ in run.saved_checkpoints()] == [2, 1]
     with open(run.history_csv, "a") as f:  # the partial row an interrupted epoch leaves
         f.write("2,9.9,0.1\n")
     run.checkpoint(2).write_bytes(b"PK\x03\x04 cut short")
@@ -164,7 +170,7 @@ def test_a_damaged_last_checkpoint_resumes_from_the_one_before(tmp_path, tiny_fa
     assert "Resuming from the intact epoch-0001.keras instead (epoch 1)" in (
         capsys.readouterr().out)
     with open(run.history_csv) as f:  # each epoch once, the redone ones replaced
-        assert [row["epoch"] for row in csv.DictReader(f)] == ["0", "1", "2"]
+        assert [row["epoch"] for row in csv.DictReader(f)] == ["1", "2", "3"]
     assert run.read_state().epoch == 3 and run.model.is_file()
     assert b"epochs = 3" in run.config.read_bytes() and config != run.config.read_bytes()
 

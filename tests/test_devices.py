@@ -47,7 +47,7 @@ def test_mirrored_strategy_on_two_logical_cpus(tmp_path, tiny_faces, tinynet_plu
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "Training on 2 replicas over devices (MirroredStrategy)" in done.stdout
+    assert "Training on 2 devices (MirroredStrategy)" in done.stdout
     history = json.loads(done.stdout.split("RESULT", 1)[1])
     assert len(history["loss"]) == 2 and all(np.isfinite(history["loss"]))
     assert len(history["val_loss"]) == 2

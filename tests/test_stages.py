@@ -129,7 +129,7 @@ def test_init_from_a_run_with_frozen_epochs(tmp_path, tiny_faces, tinynet_plugin
     facekit.load_model(first.run_dir).save_weights(weights_file)
     probe = facekit.train(data=str(tiny_faces), init_from=str(weights_file), frozen="backbone",
                           output=str(tmp_path / "third"), val_split=0.0, **TINY_TRAIN)
-    backbone = facekit.load_model(probe.run_dir / "basic_model_last.keras").get_layer("backbone")
+    backbone = facekit.load_model(probe.run_dir / "basic_model.keras").get_layer("backbone")
     assert _same(backbone.get_weights(),
                  facekit.load_model(first.run_dir).get_layer("backbone").get_weights())
 

@@ -10,7 +10,7 @@ from tests.conftest import REPO
 
 # Lower layers never import higher ones; a module may import its own layer and below.
 LAYERS = [
-    ("facekit.errors", "facekit.hookspecs", "facekit.declare", "facekit.files"),
+    ("facekit.errors", "facekit.hookspecs", "facekit.declare", "facekit.files", "facekit.console"),
     ("facekit.registry", "facekit.run_folder", "facekit.cluster"),
     ("facekit.components",),
     ("facekit.data",),
@@ -26,7 +26,7 @@ LAYERS = [
 # function that needs them): what planning and the light commands load.
 LIGHT = ["facekit", "facekit.errors", "facekit.hookspecs", "facekit.declare",
          "facekit.registry", "facekit.components", "facekit.run_folder", "facekit.cluster",
-         "facekit.config", "facekit.plan", "facekit.cli", "facekit.native_logs", "facekit.data.sources",
+         "facekit.config", "facekit.plan", "facekit.cli", "facekit.native_logs", "facekit.console", "facekit.data.sources",
          "facekit.data.index", "facekit.data.demo", "facekit.data.recordio", "facekit.data.detect",
          "facekit.data.align", "facekit.data.prepare",
          "facekit.eval.sets", "facekit.eval.thresholds", "facekit.eval.protocols",

@@ -171,9 +171,9 @@ class FaceFinder:
         paths = list(paths)
         bar = None
         if progress:
-            import keras
+            from facekit.console import progress_bar
 
-            bar = keras.utils.Progbar(len(paths), unit_name="image")
+            bar = progress_bar(len(paths))
         for start in range(0, len(paths), batch_size):
             chunk = list(enumerate(paths[start:start + batch_size], start))
             opened, readable = [], []

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from facekit.console import progress_bar
 from facekit.errors import FacekitError
 from facekit.files import read_text
 from facekit.data.index import DatasetIndex
@@ -61,7 +62,7 @@ def pack(index: DatasetIndex, out, *, images_per_shard: int = 5000, image_size: 
     out.mkdir(parents=True, exist_ok=True)
     order = np.random.default_rng(seed).permutation(len(index))
     shards = max(1, math.ceil(len(index) / images_per_shard))
-    bar = tf.keras.utils.Progbar(len(index), unit_name="image") if progress else None
+    bar = progress_bar(len(index)) if progress else None
     files = []
     for shard, chunk in enumerate(np.array_split(order, shards)):
         name = f"shard-{shard:05d}-of-{shards:05d}.tfrecord"
@@ -86,12 +87,10 @@ def pack_recordio(index: DatasetIndex, out, *, image_size: int = 112,
                   progress: bool = True) -> dict:
     """Write ``index`` in insightface's ``.rec`` layout (for arcface_torch and friends),
     identities in class order, JPEGs of the right size stored as they are."""
-    import tensorflow as tf
-
     from facekit.data.recordio import write_recordio
 
     order = np.argsort(index.labels, kind="stable")
-    bar = tf.keras.utils.Progbar(len(index), unit_name="image") if progress else None
+    bar = progress_bar(len(index)) if progress else None
 
     def images():
         for position in order:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from facekit.console import progress_bar
 from facekit.errors import FacekitError
 
 
@@ -53,11 +54,10 @@ def embed_dataset(model, images, *, flip: bool = True, count: int | None = None,
     verification L2-normalizes them.  ``first_bad()``, when given, names the first
     input that cannot be decoded (called only once decoding has failed).
     """
-    import keras
     import tensorflow as tf
 
     forward = _forward(model, flip)
-    bar = keras.utils.Progbar(count, unit_name="image") if progress else None
+    bar = progress_bar(count) if progress else None
     outputs = []
     try:
         for batch in images:

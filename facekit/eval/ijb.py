@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from facekit.console import progress_bar
 from facekit.errors import FacekitError
 from facekit.files import read_text
 
@@ -113,12 +114,10 @@ def aligned_images(protocol: IJBProtocol, rows, size: int) -> np.ndarray:
 def image_features(model, protocol: IJBProtocol, *, batch_size: int = 64, flip: bool = True,
                    chunk: int = 4096, progress: bool = False) -> np.ndarray:
     """Raw (not normalized) flip-summed embeddings of every image, aligned."""
-    import keras
-
     from facekit.eval.embedding import embed_dataset, model_image_size
 
     size = model_image_size(model)
-    bar = keras.utils.Progbar(len(protocol.images), unit_name="image") if progress else None
+    bar = progress_bar(len(protocol.images)) if progress else None
     parts = []
     for start in range(0, len(protocol.images), chunk):
         images = aligned_images(protocol, range(start, min(start + chunk,

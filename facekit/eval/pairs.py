@@ -66,7 +66,7 @@ def write_pairs(path: str | Path, pair_list: PairList) -> None:
 
 
 def draw_pairs(index: DatasetIndex, count: int, folds: int, seed: int) -> PairList:
-    """``count`` pairs, half same and half different identity, in LFW fold order."""
+    """``count`` distinct pairs, half same and half different identity, in LFW fold order."""
     if count % (2 * folds):
         raise FacekitError(f"--auto-pairs {count} must be a multiple of 2 x {folds} folds "
                            f"(same and different pairs in every fold); try "
@@ -79,18 +79,39 @@ def draw_pairs(index: DatasetIndex, count: int, folds: int, seed: int) -> PairLi
         raise FacekitError("Drawing pairs needs an identity with 2+ images and at least "
                            "2 identities.")
     per_fold = count // (2 * folds)
+    same_available = int(sum(n * (n - 1) // 2 for n in counts.tolist()))
+    if count // 2 > same_available:
+        raise FacekitError(f"--auto-pairs {count} needs {count // 2} distinct same-person "
+                           f"pairs; the data holds {same_available}: ask for at most "
+                           f"{same_available * 2 // (2 * folds) * 2 * folds}.")
+    seen: set = set()
+
+    def distinct(draw):
+        """A pair not drawn before (in either order)."""
+        for _ in range(1000):
+            a, i, b, j = draw()
+            key = tuple(sorted(((a, i), (b, j))))
+            if key not in seen:
+                seen.add(key)
+                return a, i, b, j
+        raise FacekitError(f"Could not draw {count} distinct pairs from the data; ask for "
+                           "fewer with --auto-pairs.")
+
+    def same():
+        c = int(rng.choice(multi))
+        i, j = rng.choice(counts[c], size=2, replace=False) + 1
+        return index.classes[c], int(i), index.classes[c], int(j)
+
+    def different():
+        a, b = rng.choice(present, size=2, replace=False)
+        return (index.classes[a], int(rng.integers(counts[a])) + 1,
+                index.classes[b], int(rng.integers(counts[b])) + 1)
+
     pairs, issame = [], []
     for _ in range(folds):
-        for _ in range(per_fold):
-            c = int(rng.choice(multi))
-            i, j = rng.choice(counts[c], size=2, replace=False) + 1
-            pairs.append((index.classes[c], int(i), index.classes[c], int(j)))
-            issame.append(True)
-        for _ in range(per_fold):
-            a, b = rng.choice(present, size=2, replace=False)
-            pairs.append((index.classes[a], int(rng.integers(counts[a])) + 1,
-                          index.classes[b], int(rng.integers(counts[b])) + 1))
-            issame.append(False)
+        pairs += [distinct(same) for _ in range(per_fold)]
+        pairs += [distinct(different) for _ in range(per_fold)]
+        issame += [True] * per_fold + [False] * per_fold
     return PairList(folds, pairs, np.array(issame))
 
 

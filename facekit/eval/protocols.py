@@ -70,7 +70,7 @@ class PairsReport(Report):
         return {"set": self.name, "pairs": str(self.result.pairs),
                 "accuracy": f"{self.result.accuracy:.4f} ± {self.result.accuracy_std:.4f}",
                 "AUC": f"{self.result.auc:.4f}",
-                "TAR@FAR=1e-3": "" if tar is None else f"{tar:.4f}"}
+                "TAR@FAR=1e-3": "not measured" if tar is None else f"{tar:.4f}"}
 
 
 @dataclass

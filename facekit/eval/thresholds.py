@@ -17,9 +17,10 @@ from pathlib import Path
 import numpy as np
 
 from facekit.errors import FacekitError
+from facekit.eval.verification import FAR_TARGETS
 from facekit.files import write_atomic
 
-THRESHOLD_FARS = (1e-2, 1e-3, 1e-4)
+THRESHOLD_FARS = FAR_TARGETS
 THRESHOLDS_FILE = "thresholds.json"
 SIMILARITY = "cosine similarity of L2-normalized embeddings, each the sum of the image's and " \
              "its mirror image's"

@@ -60,3 +60,27 @@ def train(config=None, *, resume: str | Path | None = None, callbacks: list | No
     from facekit.fit.run import fit
 
     return fit(plan, callbacks or [])
+
+
+def _train_signature():
+    """train's signature with every TrainConfig field as a keyword, so help(facekit.train)
+    and IDEs show the options and their defaults (they are stated once, in TrainConfig)."""
+    import dataclasses
+    import inspect
+
+    from facekit.config import TrainConfig
+
+    signature = inspect.signature(train)
+    named = [p for p in signature.parameters.values() if p.kind is not p.VAR_KEYWORD]
+    taken = {p.name for p in named}
+    for spec in dataclasses.fields(TrainConfig):
+        if spec.name in taken:
+            continue
+        default = (spec.default if spec.default is not dataclasses.MISSING
+                   else spec.default_factory())
+        named.append(inspect.Parameter(spec.name, inspect.Parameter.KEYWORD_ONLY,
+                                       default=default, annotation=spec.type))
+    return signature.replace(parameters=named)
+
+
+train.__signature__ = _train_signature()

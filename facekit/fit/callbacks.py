@@ -82,6 +82,19 @@ class StageLog(keras.callbacks.Callback):
             logs["stage"] = self.stage
 
 
+class RunProgbar(keras.callbacks.ProgbarLogger):
+    """Keras' progress output counting the run's epochs, not the stage's: a staged run
+    of 5 epochs shows "Epoch 3/5" in its second stage, where Keras would restart."""
+
+    def __init__(self, total_epochs: int):
+        super().__init__()
+        self.total_epochs = total_epochs
+
+    def set_params(self, params):
+        super().set_params(params)
+        self.epochs = self.total_epochs
+
+
 class AverageStatistics(keras.callbacks.Callback):
     """Average the non-trainable weights (BatchNorm statistics) over the workers
     at each epoch end: each worker updates them from its own data, while the
@@ -147,8 +160,8 @@ class HistoryFiles(keras.callbacks.Callback):
             path.unlink(missing_ok=True)
         elif path.exists():  # a resume redoes the epochs after its checkpoint: drop their rows
             table = pd.read_csv(path)
-            if (table["epoch"] >= self.keep_before).any():
-                table[table["epoch"] < self.keep_before].to_csv(path, index=False)
+            if (table["epoch"] > self.keep_before).any():
+                table[table["epoch"] <= self.keep_before].to_csv(path, index=False)
 
     def on_epoch_end(self, epoch, logs=None):
         import json
@@ -156,7 +169,8 @@ class HistoryFiles(keras.callbacks.Callback):
         import pandas as pd
 
         path = self.run.history_csv
-        row = pd.DataFrame([{"epoch": epoch, **{k: _number(v) for k, v in (logs or {}).items()}}])
+        row = pd.DataFrame([{"epoch": epoch + 1,  # counted from 1, as the console does
+                             **{k: _number(v) for k, v in (logs or {}).items()}}])
         table = pd.concat([pd.read_csv(path), row]) if path.exists() else row
         table.to_csv(path, index=False)
         self.run.history_json.write_text(json.dumps(table.to_dict(orient="records"), indent=1))
@@ -178,15 +192,23 @@ def plot_history(table, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    epochs = table["epoch"] + 1
+    epochs = table["epoch"]
+    # Each stage's curve is drawn apart: stages differ in loss (softmax's 4 against
+    # ArcFace's 36), so one line through them would look like divergence.
+    stages = ([table["stage"] == number for number in table["stage"].dropna().unique()]
+              if "stage" in table else [table["epoch"] == table["epoch"]])
     figure, axes = plt.subplots(1, 2, figsize=(11, 4))
     for axis, metric in zip(axes, ("loss", "accuracy")):
-        for column in (metric, f"val_{metric}"):
-            if column in table:
-                axis.plot(epochs, table[column], marker="o", label=column)
+        columns = [(c, "o", c) for c in (metric, f"val_{metric}") if c in table]
         if metric == "accuracy":
-            for column in (c for c in table.columns if c.startswith("eval/")):
-                axis.plot(epochs, table[column], marker="s", label=f"{column} (verification)")
+            columns += [(c, "s", f"{c} (verification)") for c in table.columns
+                        if c.startswith("eval/")]
+        for column, marker, label in columns:
+            color = None
+            for number, rows in enumerate(stages):
+                line, = axis.plot(epochs[rows], table[column][rows], marker=marker,
+                                  color=color, label=label if number == 0 else None)
+                color = line.get_color()
         if "stage" in table:  # staged training: a dashed line where each stage begins
             starts = table.index[table["stage"].diff().fillna(0) != 0]
             for start in starts:

@@ -27,6 +27,19 @@ class Devices:
         """Whether this process writes the run folder's shared files."""
         return self.cluster is None or self.cluster.chief
 
+    def describe(self) -> str:
+        """One phrase for the start of a run: what it trains on."""
+        precision = "" if self.policy == "float32" else f", {self.policy}"
+        if self.cluster is not None:
+            return (f"{self.replicas} replicas over {self.cluster.workers} workers "
+                    f"(MultiWorkerMirroredStrategy; this is worker {self.cluster.index})"
+                    f"{precision}")
+        if self.replicas > 1:
+            return f"{self.replicas} devices (MirroredStrategy){precision}"
+        if self.gpus:
+            return f"1 GPU{precision}"
+        return f"the CPU (no GPU found){precision}"
+
     def jit_compile(self, requested: bool | None):
         """XLA for the train step: as requested, else off on CPUs (slower there, see
         benchmarks/jit_compile.py) and Keras' own choice on GPUs."""

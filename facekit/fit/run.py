@@ -11,6 +11,8 @@ import contextlib
 import csv
 import dataclasses
 import json
+import os
+import shutil
 import time
 
 import keras
@@ -18,14 +20,15 @@ import numpy as np
 import tensorflow as tf
 
 from facekit.config import DEFAULT_LR, write_config_file
+from facekit.console import interactive
 from facekit.errors import OptionError
 from facekit.eval.protocols import Pairs
 from facekit.eval.sets import VerificationSet
 from facekit.fit.batchnorm import BatchNormRecalibration
 from facekit.data.pipeline import DroppedBatches
 from facekit.data.prepare import preprocessing
-from facekit.files import write_atomic
-from facekit.fit.callbacks import (AverageStatistics, BestModelCheckpoint, DroppedLog,
+from facekit.files import unique_temporary, write_atomic
+from facekit.fit.callbacks import (AverageStatistics, BestModelCheckpoint, DroppedLog, RunProgbar,
                                    HistoryFiles, StageLog, VerificationCallback)
 from facekit.fit.checkpoints import EpochCheckpoint, StopOnSignal, architecture, has_nan
 from facekit.fit.devices import setup_devices
@@ -55,6 +58,7 @@ def fit(plan: RunPlan, callbacks: list | None = None) -> TrainResult:
     eval_sets = plan.eval_sets + held_out_sets(source, config.seed)
     monitor = best_model_monitor(config, source.val_images > 0, eval_sets)
     run_dir, run = plan.run_dir, plan.run
+    created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
     if devices.chief:
         run.classes.write_text(json.dumps(source.classes, indent=2) + "\n")
@@ -62,14 +66,23 @@ def fit(plan: RunPlan, callbacks: list | None = None) -> TrainResult:
             with open(run.skipped_files, "w", newline="") as f:
                 csv.writer(f).writerows([("path", "reason"), *source.skipped])
     if config.verbose:
+        if plan.inherited:
+            print(f"From --init-from {config.init_from}: " + ", ".join(
+                f"{name} {value}" for name, value in plan.inherited.items()))
+        print(f"Data: {describe_data(config, source)}")
         print(source.summary + (f"\n(listed in {run.skipped_files})" if source.skipped
                                 else ""))
+        print(f"Training on {devices.describe()}, batch {min(config.batch_size, source.train_images)}")
         if len(plan.stages) > 1:
             print(plan.describe_stages())
     run = Run(plan, devices, eval_sets, monitor, callbacks or [])
     try:
         with dtype_policy(devices.policy), devices.strategy.scope():
             return run.fit()
+    except FacekitError:
+        if created and devices.chief and plan.run.read_state() is None:
+            shutil.rmtree(run_dir, ignore_errors=True)  # refused before any epoch: ours
+        raise
     except Exception as exc:
         if devices.cluster is None or not worker_failure(exc):
             raise
@@ -77,6 +90,28 @@ def fit(plan: RunPlan, callbacks: list | None = None) -> TrainResult:
             f"Lost contact with another worker of the cluster ({type(exc).__name__}, see "
             f"above); restart every worker with facekit train --resume {run_dir} to continue "
             "from the last checkpoint.") from None
+
+
+def describe_data(config, source) -> str:
+    """Where the run's images come from, said at its start."""
+    if config.data is None:
+        return (f"the built-in demo dataset (synthetic faces, cached in {source.path}); "
+                "train on your own with --data DIR")
+    return str(source.path)
+
+
+def folder_size(path) -> int:
+    """The bytes of every file under ``path``, a hard-linked file counted once."""
+    import os
+
+    seen, total = set(), 0
+    for root, _, files in os.walk(path):
+        for name in files:
+            stat = os.stat(os.path.join(root, name))
+            if (stat.st_dev, stat.st_ino) not in seen:
+                seen.add((stat.st_dev, stat.st_ino))
+                total += stat.st_size
+    return total
 
 
 def held_out_sets(source, seed: int) -> list:
@@ -131,6 +166,9 @@ class Run:
         self.devices, self.eval_sets, self.monitor = devices, eval_sets, monitor
         self.extra_callbacks = extra_callbacks
         self.run_dir = plan.run_dir
+        # Progress bars in a terminal; one line per epoch in a log file (Slurm, nohup, CI).
+        verbose = self.config.verbose
+        self.keras_verbose = 2 if verbose == 1 and not interactive() else verbose
         self.batch_size = min(self.config.batch_size, self.source.train_images)
         self.steps = self.config.steps_per_epoch or max(
             1, self.source.train_images // self.batch_size)
@@ -200,22 +238,16 @@ class Run:
                                           if len(failures) > 1 else ""))
 
     def fit(self) -> TrainResult:
-
-
-        config, devices = self.config, self.devices
+        config = self.config
         keras.utils.set_random_seed(config.seed)
         if config.deterministic:
-
             tf.config.experimental.enable_op_determinism()
-        if config.verbose and devices.replicas > 1:
-            where = (f"{devices.cluster.workers} workers (MultiWorkerMirroredStrategy; this is "
-                     f"worker {devices.cluster.index})" if devices.cluster
-                     else "devices (MirroredStrategy)")
-            print(f"Training on {devices.replicas} replicas over {where}, global batch "
-                  f"{self.batch_size}")
         done, model, history = 0, None, {}
         if self.plan.resume is not None:  # weights, optimizer, step
             model, done = self.load_resume_point()
+            if config.verbose:
+                print(f"Resuming {self.run_dir} after epoch {done} of "
+                      f"{self.plan.total_epochs} ({self.plan.resume.checkpoint})")
         self.record_config()
         started = time.perf_counter()
         for stage in self.plan.stages:
@@ -223,8 +255,17 @@ class Run:
                 continue
             if done <= stage.first_epoch:  # the stage starts now: its head, freezing, optimizer
                 loss = stage.loss.build()
+                first_model = model is None
                 model = self.stage_model(stage, model, loss)
                 self.compile(model, stage, loss)
+                if config.verbose and first_model:
+                    self.say_model(model)
+            if config.verbose and len(self.plan.stages) > 1:
+                c = stage.config
+                frozen = "" if c.frozen == "none" else f", {c.frozen} frozen"
+                print(f"Stage {stage.number} of {len(self.plan.stages)} (epochs "
+                      f"{stage.first_epoch + 1}-{stage.end_epoch}): {c.head} head, {c.loss} "
+                      f"loss{frozen}")
             first = max(done, stage.first_epoch)
             fitted = self.fit_stage(model, stage, first)
             for key, values in fitted.history.items():
@@ -233,6 +274,15 @@ class Run:
             if self.stopper.signal_name or done < stage.end_epoch:  # or NaN, or a callback
                 break
         return self.finish(model, history, done, time.perf_counter() - started)
+
+    def say_model(self, model) -> None:
+        """The model's line at the start of a run: components, size, the run folder."""
+        c = self.config
+        basic = model.get_layer(BASIC_MODEL)
+        print(f"Model: {self.plan.backbone.name} backbone, {self.plan.neck.name} neck, "
+              f"{c.embedding_size}-d embedding: {basic.count_params():,} parameters "
+              f"({model.count_params() - basic.count_params():,} more in the head over "
+              f"{len(self.source.classes)} identities); run folder: {self.run_dir}")
 
     def stage_model(self, stage: StagePlan, model, loss):
         """The training model of a stage that starts now.
@@ -299,9 +349,9 @@ class Run:
             return model.fit(train, epochs=stage.end_epoch, initial_epoch=first,
                              steps_per_epoch=self.steps, validation_data=val,
                              validation_steps=val_steps, shuffle=False,
-                             verbose=self.config.verbose,
+                             verbose=self.keras_verbose,
                              callbacks=self.callbacks(stage, model, own, append, first)
-                             + self.extra_callbacks)
+                             + self.extra_callbacks + [RunProgbar(self.plan.total_epochs)])
 
     def stage_data(self, skip_batches: int):
         """(training input, validation input, validation steps, this process's own
@@ -372,6 +422,52 @@ class Run:
                     log_dir=str(self.own.tensorboard)))
         return callbacks
 
+    def save_training_model(self, model, done: int) -> None:
+        """``model.keras``: the last checkpoint is this very model, so it becomes a second
+        name of that file (a hard link, else a copy), and the earlier checkpoints, kept
+        against a failure during the run, are removed (resume needs only the last)."""
+        run = self.plan.run
+        state = run.read_state() if self.devices.chief else None
+        last = run.checkpoint(state.checkpoint) if state and state.epoch == done else None
+        if last is None or self.devices.cluster is not None:
+            model.save(self.own.model)  # on a cluster every worker saves: saving gathers
+        else:                           # what the workers share
+            with unique_temporary(self.own.model) as temporary:
+                temporary.unlink()
+                try:
+                    os.link(last, temporary)
+                except OSError:  # no hard links here (some network file systems)
+                    shutil.copyfile(last, temporary)
+                os.replace(temporary, self.own.model)
+        if last is not None:
+            for _, path in run.saved_checkpoints():
+                if path != last:
+                    path.unlink()
+
+    def say_next(self, last_logs: dict) -> None:
+        """The end of a run: the folder and its size, a verification figure, and the
+        commands that come next."""
+        run = self.run_dir
+        print(f"Run folder: {run} ({folder_size(run) / 1e6:,.0f} MB)")
+        figures = {key: value for key, value in last_logs.items() if key.startswith("eval/")}
+        for key, value in figures.items():
+            print(f"Verification {key[5:]}: {value:.4f} (accuracy on people held out of "
+                  "training)")
+        data = self.source.path
+        if self.config.data is None:
+            print("Next: measure it on people it never saw, then compare two faces:\n"
+                  "  facekit demo-data unseen-demo --seed 1\n"
+                  f"  facekit eval --model {run} --data unseen-demo --auto-pairs 600\n"
+                  "  facekit compare unseen-demo/person_000/0000.jpg "
+                  f"unseen-demo/person_000/0001.jpg --model {run}\n"
+                  f"  ({run / 'training.png'} plots the loss and accuracy)")
+        else:
+            print("Next: measure it on people it never saw, then compare two faces:\n"
+                  f"  facekit eval --model {run} --data FOLDER --auto-pairs 600   "
+                  f"(FOLDER: other people than {data})\n"
+                  f"  facekit compare A.jpg B.jpg --model {run}\n"
+                  f"  ({run / 'training.png'} plots the loss and accuracy)")
+
     def finish(self, model, history: dict, done: int, elapsed: float) -> TrainResult:
         """Save the final models (a completed run only) and say what happened."""
 
@@ -389,22 +485,30 @@ class Run:
             saved = state.epoch if state is not None else 0
             reason = self.stopper.signal_name or ("NaN loss" if diverged else "a callback")
             result.stopped = reason
-            print(f"\nStopped by {reason}; the last good checkpoint is epoch {saved}. Continue "
-                  f"with: facekit train --resume {self.run_dir}")
+            where = (f" ({self.plan.run.checkpoint(state.checkpoint)}, which facekit eval "
+                     "--model takes)" if state is not None else "")
+            print(f"\nStopped by {reason}; the last good checkpoint is epoch {saved}{where}. "
+                  f"Continue with: facekit train --resume {self.run_dir}")
             return result
-        basic_model.save(self.own_dir / "basic_model_last.keras")
         best = self.best
         if best is None or best.best_epoch is None:
             basic_model.save(self.own.basic_model)
-        model.save(self.own.model)
-        if self.config.verbose and epochs_run == 0:  # resumed after the last checkpoint
+        elif best.best_epoch + 1 != done:  # the best epoch is not the last: keep both
+            basic_model.save(self.own_dir / "basic_model_last.keras")
+        self.save_training_model(model, done)
+        if not self.config.verbose:
+            return result
+        if epochs_run == 0:  # resumed after the last checkpoint
             print(f"All {done} epochs were trained; wrote the final models from the last "
-                  f"checkpoint; run folder: {self.run_dir}")
-        elif self.config.verbose:
+                  "checkpoint.")
+        else:
+            checked = (", validation" if self.source.val_images else "") + (
+                ", verification" if self.eval_sets else "")
             print(f"Trained {epochs_run} epoch(s) in {elapsed:.1f}s "
-                  f"({result.images / elapsed:.1f} images/s, validation and checkpoints "
-                  f"included); run folder: {self.run_dir}")
-            if best is not None and best.best_epoch is not None:
-                print(f"Best epoch {best.best_epoch + 1}: {self.monitor} {best.best:.4f} "
-                      "(basic_model.keras)")
+                  f"({result.images / elapsed:.1f} images/s{checked} and checkpoints "
+                  "included)")
+        if best is not None and best.best_epoch is not None:
+            print(f"Best epoch {best.best_epoch + 1}: {self.monitor} {best.best:.4f} "
+                  "(basic_model.keras)")
+        self.say_next(last_logs)
         return result

@@ -22,7 +22,7 @@ from facekit.data.augment import augmentation_layers
 from facekit.errors import FacekitError
 from facekit.model.losses import STATE_LAYER, LossState
 from facekit.registry import ENTRY_POINT_GROUP, Registry, get_registry
-from facekit.run_folder import BASIC_MODEL_FILE, model_file
+from facekit.run_folder import BASIC_MODEL_FILE, RunFolder, model_file
 
 EMBEDDING_LAYER = "embedding"
 BACKBONE_LAYER = "backbone"
@@ -233,13 +233,28 @@ def load_model(path: str | Path, compile: bool = False) -> keras.Model:
     """
     path = model_file(path)
     if not path.is_file():
-        raise FacekitError(f"The model file '{path}' does not exist; pass a .keras file "
-                           f"or a run folder that holds {BASIC_MODEL_FILE}.")
+        raise FacekitError(missing_model(path))
     import_custom_objects(path)
     try:
         return keras.saving.load_model(path, compile=compile)
     except Exception as exc:  # the file is data: whatever is wrong with it is one sentence
         raise FacekitError(unloadable(path, exc)) from None
+
+
+def missing_model(path: Path) -> str:
+    """The sentence for a model file that is not there: for a run that stopped before its
+    final models, where its last checkpoint is."""
+    run = RunFolder(path.parent)
+    try:
+        state = run.read_state() if path.name == BASIC_MODEL_FILE else None
+    except FacekitError:
+        state = None
+    if state is not None:
+        return (f"'{run.path}' has no {BASIC_MODEL_FILE} yet: its training stopped after "
+                f"epoch {state.epoch}; evaluate {run.checkpoint(state.checkpoint)}, or finish "
+                f"the run with facekit train --resume {run.path}.")
+    return (f"The model file '{path}' does not exist; pass a .keras file or a run folder "
+            f"that holds {BASIC_MODEL_FILE}.")
 
 
 def unloadable(path: Path, exc: Exception) -> str:
