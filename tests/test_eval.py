@@ -266,7 +266,10 @@ def test_export_gives_the_same_embeddings(tmp_path, trained_run, tiny_faces, fmt
         import onnxruntime
 
         session = onnxruntime.InferenceSession(str(out))
+        assert session.get_inputs()[0].shape[0] == "batch"
+        assert session.get_outputs()[0].shape[0] == "batch"
         got = session.run(None, {session.get_inputs()[0].name: images})[0]
+        assert "np.object" not in result.stderr
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
 
 

@@ -10,6 +10,7 @@ tflite-support writer).
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 from facekit.errors import FacekitError
@@ -48,7 +49,9 @@ def export_model(model_path, fmt: str, out) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     size = int(model.input_shape[1])
     model(np.zeros((1, size, size, 3), "float32"))  # Keras exports only a called model
-    model.export(str(out), format=_KERAS_FORMATS[fmt], verbose=False)
+    with warnings.catch_warnings():  # Keras' tf2onnx shim probes np.object, which warns
+        warnings.filterwarnings("ignore", message=".*np.object", category=FutureWarning)
+        model.export(str(out), format=_KERAS_FORMATS[fmt], verbose=False)
     write_metadata(out, fmt, metadata(model_path, model))
     return out
 
@@ -83,6 +86,10 @@ def write_metadata(out: Path, fmt: str, data: dict) -> None:
         import onnx
 
         proto = onnx.load(str(out))
+        for value in [*proto.graph.input, *proto.graph.output]:  # not tf2onnx's "unk__694"
+            dims = value.type.tensor_type.shape.dim
+            if dims and dims[0].dim_param:
+                dims[0].dim_param = "batch"
         entry = next((p for p in proto.metadata_props if p.key == "facekit"), None) \
             or proto.metadata_props.add()
         entry.key, entry.value = "facekit", text
