@@ -18,6 +18,7 @@ import typer
 
 from facekit import __version__
 from facekit.config import LOGS, OPTIONS, PANELS, STAGES, TrainConfig
+from facekit.data.align import TEMPLATES
 from facekit.data.detect import FACE_CHOICES, FaceFinder
 from facekit.data.shards import WRITERS
 from facekit.eval.export import FORMATS
@@ -29,8 +30,21 @@ app = typer.Typer(
     help="Train face-recognition models (ArcFace and friends) with TensorFlow and Keras 3.",
     no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False)
 
+
+
+def _named_model(value: Path | None) -> Path | None:
+    """A pretrained model's name (``dlib``) stands for its run folder in the cache."""
+    if value is None:
+        return None
+    from facekit.model.pretrained import resolve_model
+
+    return resolve_model(value)
+
+
 ModelPath = Annotated[Path, typer.Option(
-    help="basic_model.keras, a full model.keras, or a run folder.")]
+    help="basic_model.keras, a full model.keras, a run folder, dlib (the built-in "
+         "pretrained model; pip install 'facekit[dlib]'), or a file facekit import "
+         "reads.", callback=_named_model)]
 
 
 def _choices(name: str, values) -> type[Enum]:
@@ -47,6 +61,7 @@ PackFormat = _choices("PackFormat", WRITERS)
 DETECTION = "Face detection"
 _FINDER = {name: spec.default for name, spec in FaceFinder.__dataclass_fields__.items()}
 FaceChoice = _choices("FaceChoice", FACE_CHOICES)
+AlignTemplate = _choices("AlignTemplate", TEMPLATES)
 DetectorName = Annotated[str, typer.Option(
     "--detector", help="The face detector (facekit list-plugins --kind detector).",
     rich_help_panel=DETECTION)]
@@ -61,12 +76,16 @@ MinConfidence = Annotated[float, typer.Option(
 
 
 def _finder(detect: bool | None, detector: str, options, min_face_size: int,
-            min_confidence: float, faces: str = "largest"):
-    """The FaceFinder the detection options name, or None without --detect."""
+            min_confidence: float, faces: str = "largest", model: Path | None = None):
+    """The FaceFinder the detection options name, or None without --detect; it aligns
+    to the template ``model`` was trained on (ArcFace's unless it says otherwise)."""
     if detect is False:
         return None
+    from facekit.run_folder import trained_alignment
+
+    template = (trained_alignment(model) or {}).get("template", "arcface") if model else "arcface"
     return FaceFinder(detector, tuple(options or ()), min_face_size, min_confidence,
-                      getattr(faces, "value", faces))
+                      getattr(faces, "value", faces), template)
 
 
 def _version(value: bool) -> None:
@@ -329,7 +348,8 @@ def evaluate(
     if detect and data is None:
         raise FacekitError("--detect needs --data: .bin and IJB sets hold faces already "
                            "aligned.")
-    finder = _finder(detect, detector, detector_opt, min_face_size, min_confidence)
+    finder = _finder(detect, detector, detector_opt, min_face_size, min_confidence,
+                     model=model)
     from facekit.eval.api import evaluate as run_evaluation
     from facekit.eval.protocols import IJB, Pairs
     from facekit.eval.sets import VerificationSet, bin_files
@@ -423,7 +443,8 @@ def embed(
     for target in (out, out.with_suffix(".csv")) if out.suffix == ".npy" else (out,):
         if target.is_dir():  # checked before the embedding work, not after
             raise FacekitError(f"--out '{target}' is a folder; name a file.")
-    finder = _finder(detect, detector, detector_opt, min_face_size, min_confidence)
+    finder = _finder(detect, detector, detector_opt, min_face_size, min_confidence,
+                     model=model)
     import pandas as pd
 
     from facekit.data.sources import load_index
@@ -508,7 +529,8 @@ def compare(
     for image in (first, second):
         if not image.is_file():
             raise FacekitError(f"The image '{image}' does not exist.")
-    finder = _finder(detect, detector, detector_opt, min_face_size, min_confidence)
+    finder = _finder(detect, detector, detector_opt, min_face_size, min_confidence,
+                     model=model)
     from facekit.eval.thresholds import usable_threshold
 
     threshold, no_verdict = usable_threshold(model, far)  # before TensorFlow: quick errors
@@ -579,7 +601,8 @@ def identify(
     """1:N identification: rank-1 and rank-5 accuracy of probes against a gallery."""
     from facekit.eval.protocols import Identification
 
-    finder = _finder(detect, detector, detector_opt, min_face_size, min_confidence)
+    finder = _finder(detect, detector, detector_opt, min_face_size, min_confidence,
+                     model=model)
     protocol = Identification(gallery, probe, top, cache_key=model if cache else None,
                               faces=finder, detect=detect)
     from facekit.eval.api import evaluate as run_evaluation
@@ -619,6 +642,27 @@ def export(
         typer.echo(f"it expects {describe_alignment(trained)} (in its metadata)")
 
 
+@app.command("import")
+def import_command(
+    source: Annotated[str, typer.Argument(
+        help="dlib (its public-domain face model, from the face-recognition-models "
+             "package), the path of dlib_face_recognition_resnet_model_v1.dat, or an "
+             "arcface_torch state dict (backbone.pth: IResNet-18...200, MobileFaceNet).")],
+    out: Annotated[Path, typer.Option(help="The run folder to make (new or empty).")],
+):
+    """Make a run folder from a published face model, for eval, compare, identify,
+    embed, export and --init-from."""
+    from facekit.model.pretrained import import_model
+
+    run = import_model(source, out)
+    from facekit.data.prepare import describe_alignment
+    from facekit.run_folder import trained_alignment
+
+    typer.echo(f"Imported {source} into {run}: it expects "
+               f"{describe_alignment(trained_alignment(run))}.")
+    typer.echo(f"Next: facekit compare A.jpg B.jpg --model {run}")
+
+
 @app.command()
 def prepare(
     source: Annotated[Path, typer.Argument(
@@ -639,6 +683,10 @@ def prepare(
         help="Find each face with a detector and align it to the ArcFace template by its 5 "
              "landmarks; writes DST/landmarks.txt (replay it with --landmarks).",
         rich_help_panel=DETECTION)] = False,
+    template: Annotated[AlignTemplate, typer.Option(
+        help="What --landmarks and --detect align to: arcface (facekit's models), or dlib "
+             "(dlib's face chip, with --size 150, to fine-tune --init-from dlib).",
+        rich_help_panel=DETECTION)] = "arcface",
     faces: Annotated[FaceChoice, typer.Option(
         help="With --detect: the largest face of each image, or all of them (the largest "
              "keeps the file's name, the others get -face2, -face3, ...).",
@@ -656,7 +704,7 @@ def prepare(
     finder = _finder(detect, detector, detector_opt, min_face_size, min_confidence, faces)
     started = time.perf_counter()
     report = prepare_dataset(source, destination, size, crop, workers, landmarks=landmarks,
-                             detect=finder)
+                             detect=finder, template=getattr(template, "value", template))
     seconds = time.perf_counter() - started
     done = f" ({report.already_done} were done before)" if report.already_done else ""
     typer.echo(f"Wrote {report.written} images of {report.identities} identities to "

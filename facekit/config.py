@@ -206,8 +206,10 @@ class TrainConfig:
         HARDWARE, check=positive())
     # Stages
     init_from: str | None = option(
-        None, "Start from these basic-model weights: a run folder, a .keras model or a "
-        ".weights.h5 file (same backbone and embedding size).", STAGES, metavar="PATH")
+        None, "Start from these basic-model weights: a run folder, a .keras model, a "
+        ".weights.h5 file (same backbone and embedding size), dlib (its public-domain "
+        "face model) or a file facekit import reads (an arcface_torch .pth); the network "
+        "options come with a run folder or an import.", STAGES, metavar="PATH")
     freeze_backbone_epochs: int = option(
         0, "Train the first N epochs with the backbone frozen, then unfreeze and go on "
         "(part of --epochs).", STAGES, stage=True, check=at_least(0))

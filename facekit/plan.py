@@ -99,7 +99,8 @@ def plan_run(config: TrainConfig | None = None, *, resume: str | Path | None = N
 
     Returns:
         The RunPlan that ``facekit.fit.run.fit`` trains.  Nothing is written and
-        TensorFlow is not imported.
+        TensorFlow is not imported (but for a pretrained model's first use as
+        ``init_from``, which makes its cached run folder).
 
     Examples:
         >>> plan = plan_run(data="faces/", loss="cosface")
@@ -156,7 +157,9 @@ def plan_run(config: TrainConfig | None = None, *, resume: str | Path | None = N
 def _network_of_init_source(config: TrainConfig, options: dict) -> tuple[TrainConfig, dict]:
     """``config`` with the network options (``ARCHITECTURE``) of the run ``--init-from``
     names, for each one left at its default: its weights fit only that network."""
-    source = Path(config.init_from)
+    from facekit.model.pretrained import resolve_model
+
+    source = resolve_model(config.init_from)  # a pretrained model's name: its cached run
     run = RunFolder(source if source.is_dir() else source.parent)
     if not run.config.is_file():
         return config, {}

@@ -1,7 +1,9 @@
-"""Face alignment from 5-point landmarks: the similarity transform to ArcFace's template.
+"""Face alignment from 5-point landmarks: the similarity transform to a template.
 
-The template is insightface's: where the eyes, nose tip and mouth corners of
-an aligned 112x112 face are.  The transform (rotation, uniform scale,
+A template is where the eyes, nose tip and mouth corners of an aligned face
+are: ``arcface`` is insightface's 112x112 one (every facekit-trained model's),
+``dlib`` the same five points in dlib's 150x150 face chip (what dlib's face
+descriptor network takes; ``benchmarks/dlib_template.py`` measures it).  The transform (rotation, uniform scale,
 translation) is the least-squares one of Umeyama (1991), which insightface's
 ``face_align.estimate_norm`` gets from scikit-image; the warp uses bilinear
 sampling with black outside the source image.
@@ -19,6 +21,12 @@ from facekit.files import read_text
 # (x, y) of left eye, right eye, nose tip, left and right mouth corner at 112x112.
 ARCFACE_TEMPLATE = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366],
                              [41.5493, 92.3655], [70.7299, 92.2041]], np.float64)
+# The same points (as mtcnn finds them) in dlib's 150x150 chip (get_face_chip_details,
+# padding 0.25): their mean over LFW faces, measured by benchmarks/dlib_template.py.
+DLIB_TEMPLATE = np.array([[47.6212, 45.5293], [101.6094, 45.2802], [73.9957, 77.6952],
+                          [51.4694, 105.7105], [98.0137, 105.7142]], np.float64)
+# name: (points, the square size they are given at)
+TEMPLATES = {"arcface": (ARCFACE_TEMPLATE, 112), "dlib": (DLIB_TEMPLATE, 150)}
 
 
 def similarity_transform(source: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -46,10 +54,11 @@ def similarity_transform(source: np.ndarray, target: np.ndarray) -> np.ndarray:
     return matrix
 
 
-def alignment_matrix(landmarks, size: int = 112) -> np.ndarray:
-    """The matrix mapping an image's 5 landmarks onto the template at ``size``."""
+def alignment_matrix(landmarks, size: int = 112, template: str = "arcface") -> np.ndarray:
+    """The matrix mapping an image's 5 landmarks onto ``template`` at ``size``."""
+    points, native = TEMPLATES[template]
     return similarity_transform(np.asarray(landmarks, np.float64).reshape(5, 2),
-                                ARCFACE_TEMPLATE * (size / 112.0))
+                                points * (size / native))
 
 
 def warp(image, matrix: np.ndarray, size: int):

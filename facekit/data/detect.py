@@ -19,7 +19,8 @@ from typing import Iterator, Protocol
 
 import numpy as np
 
-from facekit.data.align import MIN_INSIDE, alignment_matrix, inside_fraction, warp
+from facekit.data.align import (MIN_INSIDE, TEMPLATES, alignment_matrix, inside_fraction,
+                                 warp)
 from facekit.errors import FacekitError
 
 # Photos are detected at most this large (longest side, pixels) and aligned from the
@@ -77,6 +78,8 @@ class FaceFinder:
         min_face_size: faces whose box's shorter side is smaller (pixels) are dropped.
         min_confidence: faces the detector is less sure of are dropped.
         faces: ``largest`` keeps one face per image, ``all`` every face, largest first.
+        template: the alignment template (facekit.data.align.TEMPLATES): ``arcface``,
+            or ``dlib`` for dlib's face chips.
 
     Examples:
         >>> finder = FaceFinder()
@@ -88,11 +91,15 @@ class FaceFinder:
     min_face_size: int = 20
     min_confidence: float = 0.9
     faces: str = "largest"
+    template: str = "arcface"
 
     def __post_init__(self):
         if self.faces not in FACE_CHOICES:
             raise FacekitError(f"--faces must be one of {', '.join(FACE_CHOICES)}, got "
                                f"'{self.faces}'.")
+        if self.template not in TEMPLATES:
+            raise FacekitError(f"The alignment template must be one of "
+                               f"{', '.join(TEMPLATES)}, got '{self.template}'.")
         if not 1 <= self.min_face_size <= 4096:
             raise FacekitError(f"--min-face-size must be in [1, 4096] pixels, got "
                                f"{self.min_face_size}.")
@@ -120,7 +127,7 @@ class FaceFinder:
         """What a run folder or a landmarks file records about this detection."""
         return {"detector": self.detector, "options": self.resolved.options,
                 "min_face_size": self.min_face_size, "min_confidence": self.min_confidence,
-                "faces": self.faces}
+                "faces": self.faces, "template": self.template}
 
     def find(self, images: list[np.ndarray]) -> list[Found]:
         """The faces kept in each image (RGB uint8 arrays)."""
@@ -154,7 +161,7 @@ class FaceFinder:
         for image, found in zip(images, self.find([np.asarray(image) for image in images])):
             crops, kept, reason = [], [], found.reason
             for face in found.faces:
-                matrix = alignment_matrix(face.landmarks, size)
+                matrix = alignment_matrix(face.landmarks, size, self.template)
                 inside = inside_fraction(matrix, image.size, size)
                 if inside < MIN_INSIDE:
                     reason = (f"its face lies at the edge (only {inside:.0%} of the aligned "

@@ -19,6 +19,7 @@ and images without a usable face are skipped and reported.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -29,6 +30,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from facekit.data.align import TEMPLATES
 from facekit.data.sources import FolderSource, open_source
 from facekit.errors import FacekitError
 from facekit.files import require_apart, require_new_folder, write_atomic
@@ -69,11 +71,13 @@ def describe_alignment(alignment: dict | None) -> str:
     size = alignment.get("size")
     at = f" at {size}x{size}" if size else ""
     method = alignment.get("method")
+    template = {"dlib": "dlib's face chip"}.get(alignment.get("template"),
+                                                   "the ArcFace 5-point template")
     if method == "detect":
         return (f"faces detected ({alignment.get('detector', 'a detector')}) and aligned to "
-                f"the ArcFace 5-point template{at}")
+                f"{template}{at}")
     if method == "landmarks":
-        return f"faces aligned to the ArcFace 5-point template{at} by landmarks"
+        return f"faces aligned to {template}{at} by landmarks"
     if method == "center-crop":
         return f"a centre crop of {alignment.get('crop')} pixels resized{at.replace(' at', ' to')}"
     return f"the centre square resized{at.replace(' at', ' to')}"
@@ -87,11 +91,12 @@ def _save(image, target: str) -> None:
 
 
 def convert_image(source, target: str, size: int, crop: int | None,
-                  landmarks=None) -> str | None:
+                  landmarks=None, template: str = "arcface") -> str | None:
     """Write one converted image; returns the reason it was skipped, or None.
 
     ``source`` is a file, or (reader, item) of an indexed format (a ``.rec`` record).
-    With ``landmarks`` (5 points) the face is aligned to the ArcFace template.
+    With ``landmarks`` (5 points) the face is aligned to ``template``
+    (facekit.data.align.TEMPLATES).
     """
     try:
         if isinstance(source, tuple):
@@ -102,7 +107,7 @@ def convert_image(source, target: str, size: int, crop: int | None,
             if landmarks is not None:
                 from facekit.data.align import MIN_INSIDE, alignment_matrix, inside_fraction, warp
 
-                matrix = alignment_matrix(landmarks, size)
+                matrix = alignment_matrix(landmarks, size, template)
                 inside = inside_fraction(matrix, image.size, size)
                 if inside < MIN_INSIDE:
                     return (f"its landmarks lie outside the image (only {inside:.0%} of the "
@@ -138,8 +143,8 @@ def face_target(target: str, number: int) -> str:
 
 
 def plan_jobs(source: Path, destination: Path, size: int, crop: int | None,
-              landmarks: dict | None = None):
-    """(source, target file, size, crop, landmarks) for every image (one per face listed
+              landmarks: dict | None = None, template: str = "arcface"):
+    """(source, target file, size, crop, landmarks, template) for every image (one per face listed
     in ``landmarks``), the identities, and the images skipped before conversion."""
     opened = open_source(source)
     if not isinstance(opened, FolderSource):
@@ -157,7 +162,7 @@ def plan_jobs(source: Path, destination: Path, size: int, crop: int | None,
         if faces is None:
             unmatched.append((path, "no landmarks for it in --landmarks"))
             continue
-        jobs += [(path, face_target(target, number), size, crop, points)
+        jobs += [(path, face_target(target, number), size, crop, points, template)
                  for number, points in enumerate(faces, start=1)]
     return jobs, _identities(source), unmatched
 
@@ -195,7 +200,7 @@ def _indexed_jobs(index, destination: Path, size: int, crop: int | None):
 
 def prepare_dataset(source, destination, size: int = 112, crop: int | None = None,
                     workers: int | None = None, progress: bool = True,
-                    landmarks=None, detect=None) -> PrepareReport:
+                    landmarks=None, detect=None, template: str = "arcface") -> PrepareReport:
     """Convert ``source`` into ``destination``.
 
     Args:
@@ -207,6 +212,8 @@ def prepare_dataset(source, destination, size: int = 112, crop: int | None = Non
         landmarks: a landmarks file (facekit.data.align.read_landmarks): align each listed
             face instead of cropping.
         detect: a facekit.data.detect.FaceFinder: find and align the faces.
+        template: what ``landmarks`` and ``detect`` align to (facekit.data.align.TEMPLATES):
+            ``arcface``, or ``dlib`` (dlib's chip, with ``size=150``, for --init-from dlib).
 
     Examples:
         >>> from facekit.data.detect import FaceFinder
@@ -224,7 +231,15 @@ def prepare_dataset(source, destination, size: int = 112, crop: int | None = Non
         raise FacekitError(f"--size must be in [16, 4096] pixels, got {size}.")
     if crop is not None and crop < 1:
         raise FacekitError(f"--crop must be at least 1 pixel, got {crop}.")
-    alignment = _alignment(size, crop, landmarks, detect)
+    if template not in TEMPLATES:
+        raise FacekitError(f"--template must be one of {', '.join(TEMPLATES)}, got "
+                           f"'{template}'.")
+    if template != "arcface" and landmarks is None and detect is None:
+        raise FacekitError("--template chooses what --landmarks or --detect align faces to; "
+                           "give one of them.")
+    if detect is not None:
+        detect = dataclasses.replace(detect, template=template)
+    alignment = _alignment(size, crop, landmarks, detect, template)
     points = None
     if landmarks is not None:
         from facekit.data.align import read_landmarks
@@ -240,7 +255,8 @@ def prepare_dataset(source, destination, size: int = 112, crop: int | None = Non
         jobs = [(path, target) for _, _, path, target in _folder_images(source, destination)]
         identities, unreadable = _identities(source), []
     else:
-        jobs, identities, unreadable = plan_jobs(source, destination, size, crop, points)
+        jobs, identities, unreadable = plan_jobs(source, destination, size, crop, points,
+                                                 template)
     if not jobs:
         raise FacekitError(f"'{source}' holds no images in identity sub-folders; expected "
                            "SRC/<identity>/<image>.")
@@ -269,12 +285,12 @@ def prepare_dataset(source, destination, size: int = 112, crop: int | None = Non
     return report
 
 
-def _alignment(size: int, crop, landmarks, detect) -> dict:
+def _alignment(size: int, crop, landmarks, detect, template: str = "arcface") -> dict:
     """What the manifest (and a run trained on the folder) records about the images."""
     if detect is not None:
         return {"method": "detect", "size": size, **detect.describe()}
     if landmarks is not None:
-        return {"method": "landmarks", "size": size,
+        return {"method": "landmarks", "size": size, "template": template,
                 "landmarks": str(Path(landmarks).resolve())}
     if crop:
         return {"method": "center-crop", "size": size, "crop": crop}

@@ -39,6 +39,7 @@ from facekit.model import (BASIC_MODEL, build_basic_model, build_training_model,
                            head_layer, init_basic_model, load_model)
 from facekit.model.build import dtype_policy
 from facekit.model.losses import STATE_LAYER, bind_loss_state, initial_state
+from facekit.model.pretrained import resolve_model
 from facekit.errors import FacekitError
 from facekit.fit import TrainResult
 from facekit.plan import RunPlan, StagePlan
@@ -301,7 +302,7 @@ class Run:
                 embedding_size=config.embedding_size, dropout=config.dropout,
                 embedding_bn=config.embedding_bn)
             if config.init_from:
-                init_basic_model(basic_model, config.init_from)
+                init_basic_model(basic_model, resolve_model(config.init_from))
         else:
             basic_model = model.get_layer(BASIC_MODEL)
         names = [layer.name for layer in model.layers] if model is not None else []

@@ -177,7 +177,8 @@ def init_basic_model(basic_model: keras.Model, source: str | Path) -> None:
     """Load the weights of a trained basic model into ``basic_model`` (staged training).
 
     ``source`` is a run folder, a ``.keras`` model (basic or full) or a
-    ``.weights.h5`` file of a basic model with the same architecture.
+    ``.weights.h5`` file of a basic model with the same architecture (a pretrained
+    model's name or an importable file: its run, facekit.model.pretrained.resolve_model).
     """
     source = model_file(source)
     if not source.is_file():
@@ -283,7 +284,8 @@ _MOVED = {
 # facekit's own modules that define Keras objects: the only ones a model file may ask for.
 KERAS_MODULES = ("facekit.fit.metrics", "facekit.fit.optimizers", "facekit.fit.partial_fc",
                  "facekit.model.losses",
-                 "facekit_plugins.backbones.blocks", "facekit_plugins.heads.normdense",
+                 "facekit_plugins.backbones.blocks", "facekit_plugins.backbones.dlib_resnet",
+                 "facekit_plugins.heads.normdense",
                  "facekit_plugins.losses.adaptive", "facekit_plugins.losses.margin",
                  "facekit_plugins.necks.layers")
 

@@ -1,4 +1,5 @@
-"""Built-in backbones: the face-native ones (IResNet, MobileFaceNet, GhostFaceNet)
+"""Built-in backbones: the face-native ones (IResNet, MobileFaceNet, GhostFaceNet,
+dlib's ResNet)
 and ``keras.applications`` models without their top.
 
 Registration stays light: each factory's signature declares its options and
@@ -93,6 +94,15 @@ def ghostfacenet_backbone(input_shape=(112, 112, 3), *, width=1.3, strides=2,
     return build(input_shape, width=width, strides=strides, bn_momentum=bn_momentum)
 
 
+def dlib_resnet_backbone(input_shape=(150, 150, 3), *, bn_momentum=DEFAULT_BN_MOMENTUM,
+                         fixed_bn=False):
+    """dlib's face ResNet-29 (150x150, 128-d with the gap neck); --init-from dlib gives it
+    dlib's public-domain weights (and fixed_bn, which they need)."""
+    from facekit_plugins.backbones.dlib_resnet import dlib_resnet
+
+    return dlib_resnet(input_shape, bn_momentum=bn_momentum, fixed_bn=fixed_bn)
+
+
 def int_list(text) -> list[int]:
     """``"1,4,6,2"`` (a command-line option) or a sequence -> [1, 4, 6, 2]."""
     parts = text.split(",") if isinstance(text, str) else text
@@ -121,6 +131,7 @@ def facekit_register_backbones(register):
         "blocks": Check(_four_counts, "must be four whole numbers of at least 1, e.g. 1,4,6,2")})
     register("ghostfacenet", ghostfacenet_backbone, neck="gdc", checks={
         **_WIDTH, "strides": Check(lambda value: value in (1, 2), "must be 1 or 2")})
+    register("dlib-resnet", dlib_resnet_backbone, neck="gap", checks={"bn_momentum": _MOMENTUM})
     for name, (class_name, preprocessing, extra_options) in APPLICATIONS.items():
         checks = {key: check for key, check in _ALPHA.items()
                   if key in extra_options or key == "bn_momentum"}
