@@ -31,7 +31,6 @@ app = typer.Typer(
     no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False)
 
 
-
 def _named_model(value: Path | None) -> Path | None:
     """A pretrained model's name (``dlib``) stands for its run folder in the cache."""
     if value is None:
@@ -687,7 +686,7 @@ def prepare(
     template: Annotated[AlignTemplate, typer.Option(
         help="What --landmarks and --detect align to: arcface (facekit's models), or dlib "
              "(dlib's face chip, with --size 150, to fine-tune --init-from dlib).",
-        rich_help_panel=DETECTION)] = "arcface",
+        rich_help_panel=DETECTION)] = _FINDER["template"],
     faces: Annotated[FaceChoice, typer.Option(
         help="With --detect: the largest face of each image, or all of them (the largest "
              "keeps the file's name, the others get -face2, -face3, ...).",

@@ -23,6 +23,7 @@ import numpy as np
 
 from facekit.errors import FacekitError
 
+# The inverse of facekit_plugins.backbones.IRESNET_DEPTHS (the core may not import plugins).
 IRESNET_DEPTHS = {(2, 2, 2, 2): 18, (3, 4, 6, 3): 34, (3, 4, 14, 3): 50,
                   (3, 13, 30, 3): 100, (6, 26, 60, 6): 200}
 
@@ -99,11 +100,8 @@ def load_state(model, state: dict[str, np.ndarray], network: dict, source: str) 
     def prelu(layer, name):
         layer.set_weights([take(name).reshape(1, 1, -1)])
 
-    if network["backbone"].startswith("iresnet"):
-        _iresnet(backbone, neck, state, bn, conv, prelu, take)
-    else:
-        _mobilefacenet(backbone, neck, state, bn, conv, prelu, take)
     iresnet = network["backbone"].startswith("iresnet")
+    (_iresnet if iresnet else _mobilefacenet)(backbone, neck, state, bn, conv, prelu)
     dense = neck.get_layer("dense")
     kernel = _dense_kernel(take("fc.weight" if iresnet else "features.layers.2.weight"), neck)
     bias = take("fc.bias") if dense.use_bias else None
@@ -132,7 +130,7 @@ def _dense_kernel(weight: np.ndarray, neck) -> np.ndarray:
     return weight.reshape(out, -1).T
 
 
-def _iresnet(backbone, neck, state, bn, conv, prelu, take) -> None:
+def _iresnet(backbone, neck, state, bn, conv, prelu) -> None:
     conv(backbone.get_layer("stem_conv"), "conv1.weight")
     bn(backbone.get_layer("stem_bn"), "bn1")
     prelu(backbone.get_layer("stem_prelu"), "prelu.weight")
@@ -151,7 +149,7 @@ def _iresnet(backbone, neck, state, bn, conv, prelu, take) -> None:
     bn(neck.get_layer("bn"), "bn2")
 
 
-def _mobilefacenet(backbone, neck, state, bn, conv, prelu, take) -> None:
+def _mobilefacenet(backbone, neck, state, bn, conv, prelu) -> None:
     def conv_block(keras_name, torch):  # ConvBlock: conv, BN, PReLU
         conv(backbone.get_layer(f"{keras_name}_conv"), f"{torch}.layers.0.weight")
         bn(backbone.get_layer(f"{keras_name}_bn"), f"{torch}.layers.1")
