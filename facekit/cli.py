@@ -627,11 +627,16 @@ def export(
     model: ModelPath,
     format: Annotated[ExportFormat, typer.Option(help="Deployment format.")],
     out: Annotated[Path, typer.Option(help="Output folder (savedmodel) or file.")],
+    insightface: Annotated[bool, typer.Option(
+        help="ONNX as insightface's recognition models take it (NCHW RGB, (pixel - "
+             "127.5) / 127.5), for insightface.model_zoo.get_model, InsightFace-REST and "
+             "uniface.")] = False,
 ):
-    """Export the embedding model (raw [0, 255] RGB images in, embeddings out)."""
+    """Export the embedding model (raw [0, 255] RGB images in, embeddings out; with
+    --insightface, insightface's convention)."""
     from facekit.eval.export import export_model
 
-    export_model(model, format.value, out)
+    export_model(model, format.value, out, insightface=insightface)
     typer.echo(f"Exported {format.value} to {out}")
     from facekit.data.prepare import describe_alignment
     from facekit.run_folder import trained_alignment

@@ -29,6 +29,15 @@ def tiny_faces(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def reference():
+    """Images and the embeddings insightface's own arcface_torch code (PyTorch, and
+    onnxruntime on its ONNX export) computed for tests/fixtures/arcface_torch."""
+    import numpy as np
+
+    return dict(np.load(REPO / "tests" / "fixtures" / "arcface_torch" / "reference.npz"))
+
+
+@pytest.fixture(scope="session")
 def tinynet_plugin(tmp_path_factory) -> Path:
     """The example third-party plugin, pip-installed for real into a target folder.
 

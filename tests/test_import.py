@@ -20,11 +20,6 @@ FIXTURES = Path(__file__).parent / "fixtures" / "arcface_torch"
 NETWORKS = {"mbf-s1-b1111": "1,1,1,1", "mbf-s1-b2121": "2,1,2,1"}
 
 
-@pytest.fixture(scope="module")
-def reference():
-    return dict(np.load(FIXTURES / "reference.npz"))
-
-
 def _normalized(x):
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 

@@ -10,6 +10,7 @@ tflite-support writer).
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 
@@ -19,11 +20,13 @@ FORMATS = ("savedmodel", "tflite", "onnx")
 _KERAS_FORMATS = {"savedmodel": "tf_saved_model", "tflite": "litert", "onnx": "onnx"}
 
 
-def export_model(model_path, fmt: str, out) -> Path:
+def export_model(model_path, fmt: str, out, insightface: bool = False) -> Path:
     """Write the embedding model as a SavedModel folder, a .tflite or an .onnx file.
 
     The exported model takes float32 images of raw [0, 255] pixels (batch,
     size, size, 3) and returns raw embeddings; preprocessing is inside it.
+    With ``insightface`` (ONNX only) it follows insightface's recognition
+    models instead (``insightface_model``).
     """
     import numpy as np
 
@@ -38,6 +41,9 @@ def export_model(model_path, fmt: str, out) -> Path:
         except ImportError:
             raise FacekitError("ONNX export needs tf2onnx and onnx; install them with "
                                "pip install 'facekit[onnx]'.") from None
+    if insightface and fmt != "onnx":
+        raise FacekitError("--insightface writes insightface's recognition ONNX; use it "
+                           "with --format onnx.")
     out = Path(out)
     if fmt == "savedmodel" and out.exists() and not out.is_dir():
         raise FacekitError(f"--out '{out}' is a file; a SavedModel is a folder.")
@@ -49,11 +55,67 @@ def export_model(model_path, fmt: str, out) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     size = int(model.input_shape[1])
     model(np.zeros((1, size, size, 3), "float32"))  # Keras exports only a called model
+    described = metadata(model_path, model)
+    if insightface:
+        check_insightface_size(model, model_path)
+        described["input"] = {"shape": [None, 3, size, size], **INSIGHTFACE_INPUT}
+        if write_insightface_graph(model, out):  # IResNet, MobileFaceNet: arcface_torch's graph
+            write_metadata(out, fmt, described)
+            return out
+        model = insightface_model(model)  # another network: through tf2onnx
+        model(np.zeros((1, 3, size, size), "float32"))
     with warnings.catch_warnings():  # Keras' tf2onnx shim probes np.object, which warns
         warnings.filterwarnings("ignore", message=".*np.object", category=FutureWarning)
         model.export(str(out), format=_KERAS_FORMATS[fmt], verbose=False)
-    write_metadata(out, fmt, metadata(model_path, model))
+    write_metadata(out, fmt, described)
     return out
+
+
+# insightface's recognition models: NCHW RGB, (pixel - 127.5) / 127.5.  Its
+# ArcFaceONNX takes a file for one when the input is square, at least 112 and a
+# multiple of 16, and its output single; it uses mean 0 and std 1 instead only
+# when the graph's first nodes are named Sub and Mul (MXNet's old exports).
+INSIGHTFACE_INPUT = {"layout": "NCHW", "channels": "RGB", "mean": 127.5, "std": 127.5,
+                     "dtype": "float32"}
+
+
+def check_insightface_size(model, model_path) -> None:
+    size = int(model.input_shape[1])
+    if size < 112 or size % 16:
+        raise FacekitError(
+            f"'{model_path}' takes {size}x{size} images; insightface takes a recognition "
+            "model only at a size of at least 112 that is a multiple of 16.")
+
+
+def write_insightface_graph(model, out: Path) -> bool:
+    """Write ``model`` as arcface_torch's own ONNX graph (facekit.model.onnx_writer),
+    through a temporary name; False when it has a layer that writer does not know."""
+    import onnx
+
+    from facekit.files import unique_temporary
+    from facekit.model.onnx_writer import Unwritable, insightface_graph
+
+    try:
+        proto = insightface_graph(model)
+    except Unwritable:
+        return False
+    with unique_temporary(out) as temporary:
+        onnx.save(proto, str(temporary))
+        os.replace(temporary, out)
+    return True
+
+
+def insightface_model(model):
+    """``model`` behind insightface's input convention (``INSIGHTFACE_INPUT``), for
+    tf2onnx."""
+    import keras
+
+    size = int(model.input_shape[1])
+    images = keras.Input(shape=(3, size, size), name="input")
+    pixels = keras.layers.Rescaling(INSIGHTFACE_INPUT["std"], offset=INSIGHTFACE_INPUT["mean"],
+                                    name="to_pixels")(keras.layers.Permute(
+                                        (2, 3, 1), name="to_nhwc")(images))
+    return keras.Model(images, model(pixels), name="insightface_recognition")
 
 
 METADATA_FILE = "facekit.json"
@@ -90,6 +152,9 @@ def write_metadata(out: Path, fmt: str, data: dict) -> None:
             dims = value.type.tensor_type.shape.dim
             if dims and dims[0].dim_param:
                 dims[0].dim_param = "batch"
+        for node in proto.graph.node[:8]:  # insightface reads these names as MXNet's
+            if node.name.startswith(("Sub", "_minus", "Mul", "_mul")):  # preprocessing
+                node.name = "facekit_" + node.name
         entry = next((p for p in proto.metadata_props if p.key == "facekit"), None) \
             or proto.metadata_props.add()
         entry.key, entry.value = "facekit", text

@@ -192,10 +192,13 @@ def _branch_and_shortcut(graph, add):
     """(the residual branch's second Conv, the shortcut's Conv or None) of an IResNet
     block's Add, or (None, None) for another Add."""
     sources = [graph.source(add, 0), graph.source(add, 1)]
-    for index, node in enumerate(sources):
-        before = graph.source(node) if node is not None and node.op_type == "Conv" else None
-        if before is not None and before.op_type == "PRelu":
-            other = sources[1 - index]
+    for index, node in enumerate(sources):  # the branch: BatchNorm, Conv, PRelu, Conv
+        chain = [node]
+        for _ in range(3):
+            chain.append(graph.source(chain[-1]) if chain[-1] is not None else None)
+        if [getattr(n, "op_type", None) for n in chain] == [
+                "Conv", "PRelu", "Conv", "BatchNormalization"]:
+            other = sources[1 - index]  # either order: PyTorch's out + identity, or Keras'
             return node, other if other is not None and other.op_type == "Conv" else None
     return None, None
 
