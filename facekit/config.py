@@ -39,6 +39,7 @@ SCHEDULE_PER = ("step", "epoch")
 SPLITS = ("images", "identities")
 FROZEN = ("none", "backbone", "basic_model")
 CLUSTERS = ("auto", "slurm", "none")  # where a multi-worker cluster is described
+DISTANCES = ("cosine", "l2")  # the distillation losses (facekit.fit.distill.distance)
 
 # Options whose default follows from another option (facekit.plan.with_rules writes
 # them out): the rate from the optimizer, the head from the loss, the augmentation
@@ -47,9 +48,10 @@ DERIVED = {"optimizer": ("lr",), "loss": ("head",),
            "augment": tuple(field.name for field in dataclasses.fields(Augmentation))}
 
 # The help panels of ``facekit train --help``, in order.
-DATA, MODEL, OPTIMIZATION, AUGMENTATION, EVALUATION, LOGS, HARDWARE, STAGES = PANELS = (
-    "Data", "Model", "Optimization and schedule", "Augmentation", "Evaluation",
-    "Checkpoints and logs", "Hardware and cluster", "Stages")
+(DATA, MODEL, OPTIMIZATION, DISTILLATION, AUGMENTATION, EVALUATION, LOGS, HARDWARE,
+ STAGES) = PANELS = (
+    "Data", "Model", "Optimization and schedule", "Distillation and weight averaging",
+    "Augmentation", "Evaluation", "Checkpoints and logs", "Hardware and cluster", "Stages")
 
 
 @dataclass
@@ -134,6 +136,28 @@ class TrainConfig:
         "epoch (precise BN), so inference-mode embeddings are right even on short runs; "
         "0 turns it off.", OPTIMIZATION, flag="--bn-recalibration", stage=True,
         check=at_least(0))
+    # Distillation and weight averaging
+    teacher: str | None = option(
+        None, "Distil this embedding model into the one being trained: a run folder, a "
+        ".keras model, dlib, or a file facekit import reads (an insightface .onnx, an "
+        "arcface_torch .pth). It sees each augmented batch at its own input size "
+        "(docs/training.md).", DISTILLATION, metavar="MODEL")
+    distill_loss: str = option(
+        "cosine", "Distance between the student's and the teacher's embeddings: cosine "
+        "(1 - cos) or l2 (squared, raw embeddings).", DISTILLATION, choices=DISTANCES)
+    distill_weight: float = option(
+        1.0, "Weight of the distillation loss against the head's loss.", DISTILLATION,
+        check=positive())
+    no_labels: bool = option(
+        False, "Learn from the teacher alone, without identities or a head: every image "
+        "under --data counts, in identity sub-folders or not (a folder of images with no "
+        "sub-folders needs no flag).", DISTILLATION)
+    ema: bool = option(
+        False, "Average the weights (exponential moving average): the averaged ones are "
+        "evaluated and saved as the models; checkpoints keep both.", DISTILLATION)
+    ema_momentum: float = option(
+        0.99, "Momentum of the weight average (0.99: about the last 100 steps).",
+        DISTILLATION, check=fraction())
     # Augmentation
     augment: str = option(
         "strong", "Augmentation level: none, flip, light (flip, brightness/contrast 0.1, crop "
@@ -254,6 +278,12 @@ class TrainConfig:
             raise OptionError("Give one {eval_data} folder for each {eval_pairs} file "
                               "(got {pairs} pairs files and {folders} folders).",
                               pairs=len(self.eval_pairs), folders=len(self.eval_data))
+        if self.no_labels and not self.teacher:
+            raise OptionError("{no_labels} trains from a teacher's embeddings; name one "
+                              "with {teacher}.")
+        if self.no_labels and self.split_by == "identities":
+            raise OptionError("{split_by} identities needs identities; without labels "
+                              "({no_labels}) hold out images.")
         if self.freeze_backbone_epochs and self.freeze_basic_model_epochs:
             raise OptionError("Give either {freeze_backbone_epochs} or "
                               "{freeze_basic_model_epochs}, not both.")

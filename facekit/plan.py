@@ -115,6 +115,9 @@ def plan_run(config: TrainConfig | None = None, *, resume: str | Path | None = N
     inherited = {}
     if resume is None and config.init_from:
         config, inherited = _network_of_init_source(config, options)
+    if config.teacher and not config.no_labels and config.data and _unlabelled_folder(
+            config.data):  # images without identity folders: the teacher alone teaches
+        config = dataclasses.replace(config, no_labels=True)
     config = config.checked()
     if config.tensorboard and importlib.util.find_spec("tensorboard") is None:
         raise FacekitError("--tensorboard needs the tensorboard package (TensorFlow no longer "
@@ -146,8 +149,11 @@ def plan_run(config: TrainConfig | None = None, *, resume: str | Path | None = N
         raise OptionError("{devices} chooses devices on one machine; a multi-worker run uses "
                           "every local GPU (choose them with CUDA_VISIBLE_DEVICES).")
     data = config.data or demo_dataset_dir()
+    if config.teacher:
+        _check_teacher(config.teacher)
     source = open_source(data, val_split=config.val_split, split_by=config.split_by,
-                         seed=config.seed, class_balance=config.class_balance)
+                         seed=config.seed, class_balance=config.class_balance,
+                         labelled=not config.no_labels)
     return RunPlan(config, backbone, neck, stages, config.augmentation(), source,
                    load_eval_sets(config), cluster,
                    Path(resume) if resume is not None else _run_dir(config.output), state,
@@ -172,6 +178,24 @@ def _network_of_init_source(config: TrainConfig, options: dict) -> tuple[TrainCo
                  if name not in options and getattr(config, name) == getattr(defaults, name)
                  and getattr(saved, name) != getattr(config, name)}
     return dataclasses.replace(config, **inherited), inherited
+
+
+def _check_teacher(teacher: str) -> None:
+    """Refuse, in one sentence, a ``--teacher`` that names no model (a pretrained model's
+    name or an importable file becomes its cached run folder here)."""
+    from facekit.model.pretrained import resolve_model
+    from facekit.run_folder import model_file
+
+    if not model_file(resolve_model(teacher)).is_file():
+        raise OptionError("{teacher} '{name}' is not a model; pass a run folder, a .keras "
+                          "model, dlib, or a file facekit import reads.", name=teacher)
+
+
+def _unlabelled_folder(data) -> bool:
+    from facekit.data.index import holds_only_images, is_pattern
+
+    path = Path(data)
+    return not is_pattern(path) and path.is_dir() and holds_only_images(path)
 
 
 def with_rules(config: TrainConfig, registry: Registry) -> TrainConfig:

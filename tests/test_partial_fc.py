@@ -9,7 +9,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from tests.conftest import REPO, TINY_TRAIN, invoke_facekit
+from tests.conftest import REPO, invoke_facekit
 
 CLASSES, SIZE = 11, 8
 

@@ -29,7 +29,7 @@ def faces(tmp_path):
 # Options left at None after planning mean a value of their own, not "facekit's
 # current default": no limit, no decay, every GPU, Keras' choice, the last epoch.
 MEANS_NONE = {"data", "output", "steps_per_epoch", "weight_decay", "devices", "jit_compile",
-              "best_by", "init_from", "neck"}
+              "best_by", "init_from", "neck", "teacher"}
 
 
 def test_planning_writes_out_every_default_by_rule(faces):

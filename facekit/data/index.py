@@ -84,17 +84,24 @@ class DatasetIndex:
         return "\n".join(lines)
 
 
-def scan_folder(root: str | Path) -> DatasetIndex:
+UNLABELLED = "(no identity)"  # the one class of an index without labels
+
+
+def scan_folder(root: str | Path, labelled: bool = True) -> DatasetIndex:
     """List ``root/<identity>/<image>`` (or a glob2 pattern such as ``root/*/*.jpg``).
 
     Identities get ids 0..n-1 in sorted name order; files TensorFlow cannot
     decode by their extension, and identity folders without images, are
-    listed as skipped.  Nothing is opened here.
+    listed as skipped.  Nothing is opened here.  Without ``labelled``, every
+    image of ``root`` and of its sub-folders is listed, all of one class
+    (``UNLABELLED``).
     """
     if is_pattern(root):
-        return _scan_pattern(str(root))
+        return _scan_pattern(str(root), labelled)
     root = Path(root)
     require_folder(root)
+    if not labelled:
+        return _scan_unlabelled(root)
     identities = sorted(e.name for e in _entries(root)
                         if _is_dir(e) and not e.name.startswith("."))
     if not identities:
@@ -112,6 +119,31 @@ def scan_folder(root: str | Path) -> DatasetIndex:
             skipped.append((str(root / name), "identity folder without images: add images "
                                               "or remove the folder"))
     return _from_identities(per_identity, skipped, root)
+
+
+def holds_only_images(root: Path) -> bool:
+    """Whether the folder ``root`` holds images but no sub-folders (data without labels)."""
+    entries = [e for e in _entries(root) if not e.name.startswith(".")]
+    return not any(_is_dir(e) for e in entries) and any(
+        _is_file(e) and e.name.lower().endswith(IMAGE_EXTENSIONS) for e in entries)
+
+
+def _scan_unlabelled(root: Path) -> DatasetIndex:
+    files, skipped = [], []
+    top = sorted(_entries(root), key=lambda e: e.name)
+    for entry in top:
+        if entry.name.startswith("."):
+            continue
+        if _is_file(entry):
+            files.append((entry.name, entry.path))
+        elif _is_dir(entry):
+            files += [(e.name, e.path) for e in sorted(_entries(Path(entry.path)),
+                                                      key=lambda e: e.name) if _is_file(e)]
+    images = [path for name, path in files if name.lower().endswith(IMAGE_EXTENSIONS)]
+    skipped = [(path, _unusable_reason(name)) for name, path in files
+               if not name.lower().endswith(IMAGE_EXTENSIONS)]
+    return _from_identities({UNLABELLED: images} if images else {}, skipped, root,
+                            labelled=False)
 
 
 def _entries(folder: Path) -> list:
@@ -135,17 +167,22 @@ def _is_file(entry) -> bool:
         return False
 
 
-def _scan_pattern(pattern: str) -> DatasetIndex:
+def _scan_pattern(pattern: str, labelled: bool = True) -> DatasetIndex:
     import glob2
 
     per_identity: dict[str, list[str]] = {}
     for path in sorted(glob2.glob(pattern)):
         if os.path.isfile(path) and path.lower().endswith(IMAGE_EXTENSIONS):
-            per_identity.setdefault(os.path.basename(os.path.dirname(path)), []).append(path)
-    return _from_identities(dict(sorted(per_identity.items())), [], pattern)
+            identity = os.path.basename(os.path.dirname(path)) if labelled else UNLABELLED
+            per_identity.setdefault(identity, []).append(path)
+    return _from_identities(dict(sorted(per_identity.items())), [], pattern, labelled)
 
 
-def _from_identities(per_identity: dict[str, list[str]], skipped, root) -> DatasetIndex:
+def _from_identities(per_identity: dict[str, list[str]], skipped, root,
+                     labelled: bool = True) -> DatasetIndex:
+    if not per_identity and not labelled:
+        raise FacekitError(f"'{root}' holds no images (JPEG, PNG, BMP or GIF), neither in "
+                           "it nor in its sub-folders.")
     if not per_identity:
         raise FacekitError(f"'{root}' holds no images in identity sub-folders; expected "
                            "DATA/<identity>/<image>.jpg (JPEG, PNG, BMP or GIF; convert other "
@@ -169,7 +206,10 @@ def fingerprint(root: Path) -> str:
     file, far less than the decoding a cached, verified index saves."""
     digest = hashlib.sha1(f"v{INDEX_VERSION} {root.stat().st_mtime_ns}".encode())
     for entry in sorted(_entries(root), key=lambda e: e.name):
-        if _is_dir(entry):
+        if _is_file(entry):  # images without identity (--no-labels)
+            stat = entry.stat()
+            digest.update(f"\n{entry.name} {stat.st_size} {stat.st_mtime_ns}".encode())
+        elif _is_dir(entry):
             digest.update(f"\n{entry.name} {entry.stat().st_mtime_ns}".encode())
             for file in sorted(_entries(Path(entry.path)), key=lambda e: e.name):
                 try:
@@ -181,27 +221,30 @@ def fingerprint(root: Path) -> str:
     return digest.hexdigest()
 
 
-def cache_paths(source: Path) -> tuple[Path, Path]:
-    """The cached table and metadata of the index of ``source`` (a folder or a file)."""
-    key = hashlib.sha1(str(Path(source).resolve()).encode()).hexdigest()[:16]
+def cache_paths(source: Path, variant: str = "") -> tuple[Path, Path]:
+    """The cached table and metadata of the index of ``source`` (a folder or a file);
+    ``variant`` tells apart indexes of one source read differently (without labels)."""
+    key = hashlib.sha1((str(Path(source).resolve()) + variant).encode()).hexdigest()[:16]
     folder = cache_dir() / "index"
     return folder / f"{key}.feather", folder / f"{key}.json"
 
 
-def folder_index(root: str | Path, *, use_cache: bool = True, verify: bool = True
-                 ) -> DatasetIndex:
-    """The index of an identity folder (or a glob2 pattern, never cached)."""
+def folder_index(root: str | Path, *, use_cache: bool = True, verify: bool = True,
+                 labelled: bool = True) -> DatasetIndex:
+    """The index of an identity folder (or a glob2 pattern, never cached); without
+    ``labelled``, of every image in it (``scan_folder``)."""
     if is_pattern(root):
-        index = scan_folder(root)
+        index = scan_folder(root, labelled)
         return verified(index) if verify else index
     root = Path(root)
     require_folder(root)
-    return cached_index(root, fingerprint(root), lambda: scan_folder(root), FILES,
-                        use_cache=use_cache, verify=verify)
+    return cached_index(root, fingerprint(root), lambda: scan_folder(root, labelled), FILES,
+                        use_cache=use_cache, verify=verify,
+                        variant="" if labelled else " unlabelled")
 
 
 def cached_index(source: Path, key: str, scan: Callable[[], DatasetIndex], reader, *,
-                 use_cache: bool, verify: bool) -> DatasetIndex:
+                 use_cache: bool, verify: bool, variant: str = "") -> DatasetIndex:
     """The index of ``source`` from the cache while ``key`` (its fingerprint) holds, else
     ``scan()``, verified with ``verify``, and cached.
 
@@ -210,7 +253,7 @@ def cached_index(source: Path, key: str, scan: Callable[[], DatasetIndex], reade
     files, and the last complete write wins; a cache that cannot be read, whole and as
     written, counts as missing.
     """
-    table_path, meta_path = cache_paths(source)
+    table_path, meta_path = cache_paths(source, variant)
     if use_cache:
         cached = _read_cache(table_path, meta_path, key, verify, reader)
         if cached is not None:

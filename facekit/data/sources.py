@@ -37,12 +37,14 @@ class DataSource:
         split_by: ``images`` (some images of every identity) or ``identities``.
         seed: the split's seed.
         class_balance: the power of class-balanced sampling (0: none).
+        labelled: whether the images' identities are used (``--no-labels``: not; a
+            folder then lists every image, in identity sub-folders or not).
     """
 
     def __init__(self, path: Path, *, val_split: float = 0.0, split_by: str = "images",
-                 seed: int = 0, class_balance: float = 0.0):
+                 seed: int = 0, class_balance: float = 0.0, labelled: bool = True):
         self.path, self.val_split, self.split_by, self.seed = path, val_split, split_by, seed
-        self.class_balance = class_balance
+        self.class_balance, self.labelled = class_balance, labelled
         # Known once loaded:
         self.classes: list[str] = []
         self.train_images = self.val_images = 0
@@ -86,6 +88,10 @@ class IndexedSource(DataSource):
     def load(self) -> None:
         index = self.index()
         self.summary, self.skipped = index.summary(), index.skipped
+        if not self.labelled:
+            self.summary = "\n".join([f"{len(index)} images, without labels (the teacher's "
+                                      "embeddings are the targets)",
+                                      *self.summary.splitlines()[1:]])
         if self.split_by == "identities":
             self.train, self.held_out = split_identities(index, self.val_split, self.seed)
             self.val = None
@@ -96,7 +102,7 @@ class IndexedSource(DataSource):
                 self.summary += (f"\n{singles} identities have a single image: they are "
                                  "trained on but have none held out for validation")
         self.classes = self.train.classes
-        if len(self.classes) < 2:
+        if len(self.classes) < 2 and self.labelled:
             raise FacekitError(f"'{self.path}' holds {len(self.classes)} identity to train on; "
                                "a face model learns to tell identities apart, so it needs at "
                                "least 2.")
@@ -137,7 +143,8 @@ class FolderSource(IndexedSource):
             require_folder(path)  # a user mistake: say so before TensorFlow starts
 
     def index(self, *, use_cache: bool = True, verify: bool = True) -> DatasetIndex:
-        return folder_index(self.path, use_cache=use_cache, verify=verify)
+        return folder_index(self.path, use_cache=use_cache, verify=verify,
+                            labelled=self.labelled)
 
 
 class RecordIOSource(IndexedSource):

@@ -18,6 +18,55 @@ def _basic_model(callback) -> keras.Model:
     return callback.model.get_layer(BASIC_MODEL)
 
 
+class AveragedWeights:
+    """``--ema``: the optimizer's average of the weights takes the weights' place for
+    validation and for the end of each epoch, between ``swap_in`` (put it before the
+    callbacks that measure or save the model) and ``swap_out`` (before the checkpoint,
+    which keeps the trained weights, and their average in the optimizer, so a run
+    resumes exactly).  Swapping exchanges the two values, as Keras' SwapEMAWeights does.
+    """
+
+    def __init__(self):
+        self.averaged = False
+        self.swap_in = _Swap(self, True)
+        self.swap_out = _Swap(self, False)
+
+    @staticmethod
+    def swap(model) -> None:
+        """Exchange the model's trainable weights and their averages, once."""
+        optimizer = model.optimizer
+        optimizer = getattr(optimizer, "inner_optimizer", optimizer)  # loss scaling
+        averages = getattr(optimizer, "_model_variables_moving_average", None)
+        if not averages:
+            return  # not built yet: no step was taken
+        for variable, average in zip(optimizer._trainable_variables, averages):
+            value = keras.ops.convert_to_numpy(variable)
+            variable.assign(average)
+            average.assign(value)
+
+    def set(self, model, averaged: bool) -> None:
+        if self.averaged != averaged:
+            self.swap(model)
+            self.averaged = averaged
+
+
+class _Swap(keras.callbacks.Callback):
+    def __init__(self, weights: AveragedWeights, averaged: bool):
+        super().__init__()
+        self.weights, self.averaged = weights, averaged
+
+    def on_test_begin(self, logs=None):  # validation during fit measures the average
+        if self.averaged:
+            self.weights.set(self.model, True)
+
+    def on_test_end(self, logs=None):
+        if self.averaged:
+            self.weights.set(self.model, False)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.weights.set(self.model, self.averaged)
+
+
 class VerificationCallback(keras.callbacks.Callback):
     """Run evaluation protocols after every epoch and log each one's headline score as
     ``eval/<name>`` (verification accuracy, IJB TAR at FAR 1e-4, rank-1 accuracy).
@@ -200,6 +249,8 @@ def plot_history(table, path: Path) -> None:
     figure, axes = plt.subplots(1, 2, figsize=(11, 4))
     for axis, metric in zip(axes, ("loss", "accuracy")):
         columns = [(c, "o", c) for c in (metric, f"val_{metric}") if c in table]
+        if metric == "loss" and "distill_loss" in table:  # --teacher: its share of the loss
+            columns.append(("distill_loss", "^", "distillation loss"))
         if metric == "accuracy":
             columns += [(c, "s", f"{c} (verification)") for c in table.columns
                         if c.startswith("eval/")]
@@ -216,7 +267,11 @@ def plot_history(table, path: Path) -> None:
                 axis.annotate(f"stage {table['stage'][start]}", (epochs[start] - 0.5, 1),
                               xycoords=("data", "axes fraction"), va="top", fontsize=8)
         axis.set(xlabel="epoch", title=metric)
-        axis.legend()
+        if columns:
+            axis.legend()
+        else:  # no labels: no accuracy
+            axis.text(0.5, 0.5, f"no {metric} (trained without labels)", ha="center",
+                      transform=axis.transAxes)
     figure.tight_layout()
     figure.savefig(path, dpi=90)
     plt.close(figure)

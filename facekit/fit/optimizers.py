@@ -65,11 +65,15 @@ OPTIMIZER_CLASSES = {"adamax": keras.optimizers.Adamax, "adam": keras.optimizers
                      "adamw": keras.optimizers.AdamW, "sgd": keras.optimizers.SGD}
 
 
-def make_optimizer(name: str, learning_rate, weight_decay: float | None = None):
-    """A Keras optimizer by name; SGD uses momentum 0.9."""
+def make_optimizer(name: str, learning_rate, weight_decay: float | None = None,
+                   ema_momentum: float | None = None):
+    """A Keras optimizer by name; SGD uses momentum 0.9.  ``ema_momentum``: it also
+    keeps an exponential moving average of the weights (Keras' ``use_ema``)."""
     kwargs = {"learning_rate": learning_rate}
     if weight_decay:
         kwargs["weight_decay"] = weight_decay
+    if ema_momentum is not None:
+        kwargs.update(use_ema=True, ema_momentum=ema_momentum)
     if name not in OPTIMIZER_CLASSES:
         raise FacekitError(f"Unknown optimizer '{name}'; choose one of: "
                            f"{', '.join(OPTIMIZERS)}.")

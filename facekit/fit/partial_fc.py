@@ -315,9 +315,9 @@ class PartialFC(keras.layers.Layer):
         for name, value in new.items():
             _scatter(self.slots[name], index, value)
 
-    def training_model(self, basic_model, augmentation, state):
+    def training_model(self, basic_model, augmentation, state, distillation=None):
         """The training model around this head (facekit.model.build_training_model)."""
-        return PartialFCModel(basic_model, self, augmentation, state)
+        return PartialFCModel(basic_model, self, augmentation, state, distillation)
 
     def compute_output_shape(self, input_shape):
         return (*input_shape[:-1], self.units + int(self.append_norm))
@@ -330,16 +330,19 @@ class PartialFC(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="facekit")
 class PartialFCModel(keras.Model):
-    """image -> augmentation -> basic model -> embedding; trained through a PartialFC
-    head that sees the labels.  ``Model.fit`` runs its ``train_step`` in each replica."""
+    """image -> augmentation -> basic model (-> distillation) -> embedding; trained
+    through a PartialFC head that sees the labels.  ``Model.fit`` runs its
+    ``train_step`` in each replica."""
 
-    def __init__(self, basic_model, head, augmentation=(), state=None, **kwargs):
+    def __init__(self, basic_model, head, augmentation=(), state=None, distillation=None,
+                 **kwargs):
         kwargs.setdefault("name", "face_model")
         super().__init__(**kwargs)
         self.augmentation = list(augmentation)
         self.basic_model = basic_model
         self.head = head
         self.state = state
+        self.distillation = distillation
         size = basic_model.output_shape[-1]
         if not head.built:
             head.build((None, size))
@@ -349,10 +352,17 @@ class PartialFCModel(keras.Model):
         self.built = True
 
     def call(self, images, training=False):
+        return self._embed(images, training)[0]
+
+    def _embed(self, images, training):
+        """(embeddings, distillation loss or None) of a batch."""
         x = images
         for layer in self.augmentation:
             x = layer(x, training=training)
-        return self.basic_model(x, training=training)
+        embeddings = self.basic_model(x, training=training)
+        if self.distillation is None:
+            return embeddings, None
+        return embeddings, self.distillation.loss_of(x, embeddings)
 
     def build(self, input_shape=None):
         self.built = True
@@ -378,7 +388,9 @@ class PartialFCModel(keras.Model):
 
     @property
     def metrics(self):
-        return [m for m in (getattr(self, "_loss_tracker", None), self.accuracy_tracker) if m]
+        distilled = [self.distillation.tracker] if self.distillation is not None else []
+        return [m for m in (getattr(self, "_loss_tracker", None), self.accuracy_tracker,
+                            *distilled) if m]
 
     def _step(self, data, training: bool):
         images, labels = data[0], data[1]
@@ -391,10 +403,13 @@ class PartialFCModel(keras.Model):
         rows = tf.gather(self.head.kernel, index)
         with tf.GradientTape() as tape:
             tape.watch(rows)
-            embeddings = tf.cast(self(images, training=training), tf.float32)
+            embeddings, distilled = self._embed(images, training)
+            embeddings = tf.cast(embeddings, tf.float32)
             per_sample, hits = self.head.step_loss(_all_gather(context, embeddings),
                                                    all_labels, self.loss, rows, real, positive)
             loss = tf.reduce_mean(per_sample)
+            if distilled is not None:  # this replica's images against the teacher
+                loss = loss + distilled
             scaled = self.optimizer.scale_loss(loss / replicas) if training else None
         if training:
             weights = self.trainable_weights
@@ -420,7 +435,9 @@ class PartialFCModel(keras.Model):
         return {"name": self.name, "basic_model": serialize(self.basic_model),
                 "head": serialize(self.head),
                 "augmentation": [serialize(layer) for layer in self.augmentation],
-                "state": serialize(self.state) if self.state is not None else None}
+                "state": serialize(self.state) if self.state is not None else None,
+                "distillation": (serialize(self.distillation)
+                                 if self.distillation is not None else None)}
 
     @classmethod
     def from_config(cls, config):
@@ -428,4 +445,5 @@ class PartialFCModel(keras.Model):
         return cls(deserialize(config["basic_model"]), deserialize(config["head"]),
                    [deserialize(layer) for layer in config["augmentation"]],
                    deserialize(config["state"]) if config["state"] else None,
-                   name=config.get("name", "face_model"))
+                   deserialize(config["distillation"]) if config.get("distillation")
+                   else None, name=config.get("name", "face_model"))

@@ -28,9 +28,11 @@ from facekit.fit.batchnorm import BatchNormRecalibration
 from facekit.data.pipeline import DroppedBatches
 from facekit.data.prepare import preprocessing
 from facekit.files import unique_temporary, write_atomic
-from facekit.fit.callbacks import (AverageStatistics, BestModelCheckpoint, DroppedLog, RunProgbar,
-                                   HistoryFiles, StageLog, VerificationCallback)
+from facekit.fit.callbacks import (AverageStatistics, AveragedWeights, BestModelCheckpoint,
+                                   DroppedLog, HistoryFiles, RunProgbar, StageLog,
+                                   VerificationCallback)
 from facekit.fit.checkpoints import EpochCheckpoint, StopOnSignal, architecture, has_nan
+from facekit.fit.distill import DISTILLATION_LAYER, Distillation, load_teacher
 from facekit.fit.devices import setup_devices
 from facekit.fit.distributed import multi_worker_fit, worker_failure
 from facekit.fit.metrics import ClassAccuracy
@@ -255,7 +257,7 @@ class Run:
             if done >= stage.end_epoch:
                 continue
             if done <= stage.first_epoch:  # the stage starts now: its head, freezing, optimizer
-                loss = stage.loss.build()
+                loss = None if config.no_labels else stage.loss.build()
                 first_model = model is None
                 model = self.stage_model(stage, model, loss)
                 self.compile(model, stage, loss)
@@ -280,10 +282,42 @@ class Run:
         """The model's line at the start of a run: components, size, the run folder."""
         c = self.config
         basic = model.get_layer(BASIC_MODEL)
+        head = head_layer(model)
+        extra = (f"{head.count_params():,} more in the head over {len(self.source.classes)} "
+                 "identities" if head is not None else "no head: trained without labels")
         print(f"Model: {self.plan.backbone.name} backbone, {self.plan.neck.name} neck, "
               f"{c.embedding_size}-d embedding: {basic.count_params():,} parameters "
-              f"({model.count_params() - basic.count_params():,} more in the head over "
-              f"{len(self.source.classes)} identities); run folder: {self.run_dir}")
+              f"({extra}); run folder: {self.run_dir}")
+        distillation = self.distillation(model)
+        if distillation is not None:
+            projection = (f", through a {c.embedding_size}->{distillation.teacher_width} "
+                          "projection" if distillation.projection is not None else "")
+            print(f"Teacher: {c.teacher} ({distillation.teacher.count_params():,} "
+                  f"parameters, {distillation.teacher_size}x{distillation.teacher_size} "
+                  f"input), {c.distill_loss} distance x {c.distill_weight:g}{projection}")
+            self.say_teacher_alignment()
+
+    def say_teacher_alignment(self) -> None:
+        """A warning when the teacher was trained on faces aligned otherwise than the
+        training images: it sees them resized, not realigned."""
+        from facekit.data.prepare import describe_alignment
+        from facekit.model.pretrained import resolve_model
+        from facekit.run_folder import trained_alignment
+
+        teacher = trained_alignment(resolve_model(self.config.teacher))
+        data = preprocessing(self.source.path)
+        if teacher and data and teacher.get("template") != data.get("template"):
+            print(f"Note: the teacher expects {describe_alignment(teacher)}, but the training "
+                  f"images are {describe_alignment(data)}; it sees them resized, not "
+                  "realigned (prepare them with the teacher's --template).")
+
+    @staticmethod
+    def distillation(model):
+        """The training model's Distillation layer, or None."""
+        found = getattr(model, "distillation", None)  # partial-fc's model keeps it
+        if found is None and DISTILLATION_LAYER in [layer.name for layer in model.layers]:
+            found = model.get_layer(DISTILLATION_LAYER)
+        return found
 
     def stage_model(self, stage: StagePlan, model, loss):
         """The training model of a stage that starts now.
@@ -296,6 +330,11 @@ class Run:
 
         config, classes = self.config, len(self.source.classes)
         state = initial_state(loss, classes)
+        distillation = self.distillation(model) if model is not None else None
+        if distillation is None and config.teacher:
+            distillation = Distillation(load_teacher(config.teacher), config.distill_loss,
+                                        config.distill_weight,
+                                        student_width=config.embedding_size)
         if model is None:
             basic_model = build_basic_model(
                 self.plan.backbone, self.plan.neck, image_size=config.image_size,
@@ -309,14 +348,17 @@ class Run:
         old_state = model.get_layer(STATE_LAYER) if STATE_LAYER in names else None
         same_state = set(state) == set(old_state.initial if old_state else {})
         width = classes + int(bool(stage.head.extra.get("append_norm")))
-        keeps_head = stage.keeps_head and model is not None
+        keeps_head = stage.keeps_head and model is not None and not config.no_labels
         width_now = keeps_head and head_layer(model).compute_output_shape(
             basic_model.output_shape)[-1]
-        if not (keeps_head and width_now == width and same_state):
+        if model is None or not (config.no_labels or keeps_head and width_now == width
+                                 and same_state):
             previous = model
-            model = build_training_model(basic_model, classes, stage.head,
+            model = build_training_model(basic_model, classes,
+                                         None if config.no_labels else stage.head,
                                          augmentation=self.plan.augmentation,
-                                         seed=config.seed, state=state)
+                                         seed=config.seed, state=state,
+                                         distillation=distillation)
             if keeps_head:
                 head_layer(model).set_weights(head_layer(previous).get_weights())
             if state and same_state:
@@ -333,8 +375,10 @@ class Run:
                              step_epochs=tuple(c.step_epochs),
                              per_epoch=c.schedule_per == "epoch")
         bind_loss_state(model, loss)
-        model.compile(optimizer=make_optimizer(c.optimizer, rate, c.weight_decay), loss=loss,
-                      metrics=[ClassAccuracy(len(self.source.classes))],
+        optimizer = make_optimizer(c.optimizer, rate, c.weight_decay,
+                                   ema_momentum=c.ema_momentum if c.ema else None)
+        model.compile(optimizer=optimizer, loss=loss,
+                      metrics=[] if c.no_labels else [ClassAccuracy(len(self.source.classes))],
                       jit_compile=self.devices.jit_compile(self.config.jit_compile))
 
     def fit_stage(self, model, stage: StagePlan, first: int):
@@ -402,6 +446,9 @@ class Run:
         callbacks = [self.stopper, keras.callbacks.TerminateOnNaN(), DroppedLog(self.dropped)]
         if len(self.plan.stages) > 1:
             callbacks.append(StageLog(stage.number))
+        averaged = AveragedWeights() if c.ema else None
+        if averaged is not None:  # the average is what is recalibrated, measured and kept
+            callbacks.append(averaged.swap_in)
         if c.bn_recalibration_batches and c.frozen == "none":  # frozen BN statistics stay
             callbacks.append(BatchNormRecalibration(  # never more batches than an epoch has
                 model.get_layer(BASIC_MODEL), own_data,
@@ -412,6 +459,8 @@ class Run:
             callbacks.append(VerificationCallback(self.eval_sets))
         if self.best is not None:
             callbacks.append(self.best)
+        if averaged is not None:  # a checkpoint holds the trained weights (and the average)
+            callbacks.append(averaged.swap_out)
         # A run resumes from the chief's checkpoints; the other workers keep their last.
         callbacks.append(EpochCheckpoint(self.own_dir, c.keep_checkpoints if devices.chief
                                          else 1, self.stopper, self.best,
@@ -492,11 +541,13 @@ class Run:
                   f"Continue with: facekit train --resume {self.run_dir}")
             return result
         best = self.best
+        self.save_training_model(model, done)
+        if self.plan.stages[-1].config.ema:  # the saved basic models are the average
+            AveragedWeights.swap(model)
         if best is None or best.best_epoch is None:
             basic_model.save(self.own.basic_model)
         elif best.best_epoch + 1 != done:  # the best epoch is not the last: keep both
             basic_model.save(self.own_dir / "basic_model_last.keras")
-        self.save_training_model(model, done)
         if not self.config.verbose:
             return result
         if epochs_run == 0:  # resumed after the last checkpoint

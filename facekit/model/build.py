@@ -121,8 +121,8 @@ def build_basic_model(backbone, neck, *, image_size: int = 112, embedding_size: 
 
 
 def build_training_model(basic_model: keras.Model, num_classes: int, head, *,
-                         augmentation=None, seed: int = 0, state: dict | None = None
-                         ) -> keras.Model:
+                         augmentation=None, seed: int = 0, state: dict | None = None,
+                         distillation=None) -> keras.Model:
     """image -> augmentation layers -> basic model -> a new head (a resolved component)
     -> the loss's state, if it keeps any (facekit.model.losses).
 
@@ -139,27 +139,41 @@ def build_training_model(basic_model: keras.Model, num_classes: int, head, *,
         augmentation: a ``facekit.data.augment.Augmentation``, or None for none.
         seed: the augmentation layers' seed.
         state: the loss's state (``initial_state``), kept as model weights.
+        distillation: a ``facekit.fit.distill.Distillation`` layer, between the basic
+            model and the head; with ``head`` None the model ends there (``--no-labels``:
+            the distillation loss is the whole loss).
     """
     layers = augmentation_layers(augmentation, seed) if augmentation else []
     with dtype_policy("float32"):  # so is the head: the loss gets float32 scores
-        head_layer = head.build(num_classes)
+        head_layer = head.build(num_classes) if head is not None else None
         if callable(getattr(head_layer, "training_model", None)):  # a head that trains its
+            extra = {"distillation": distillation} if distillation is not None else {}
             return head_layer.training_model(  # own way (partial-fc samples its classes)
-                basic_model, layers, LossState(state, name=STATE_LAYER) if state else None)
+                basic_model, layers, LossState(state, name=STATE_LAYER) if state else None,
+                **extra)
     images = keras.Input(shape=basic_model.input_shape[1:], name="image")
     augmented = images
     for layer in layers:
         augmented = layer(augmented)
     with dtype_policy("float32"):
-        outputs = head_layer(basic_model(augmented))
+        outputs = basic_model(augmented)
+        if distillation is not None:
+            outputs = distillation([augmented, outputs])
+        if head_layer is None:
+            return keras.Model(images, outputs, name="face_model")
+        outputs = head_layer(outputs)
         if state:
             outputs = LossState(state, name=STATE_LAYER)(outputs)
     return keras.Model(images, outputs, name="face_model")
 
 
 def head_layer(model: keras.Model):
-    """The head of a training model: its last layer before any loss state."""
-    return [layer for layer in model.layers if layer.name != STATE_LAYER][-1]
+    """The head of a training model: its last layer before any loss state (None for a
+    model without a head, trained without labels)."""
+    if isinstance(getattr(model, "head", None), keras.layers.Layer):  # partial-fc's model
+        return model.head
+    last = [layer for layer in model.layers if layer.name != STATE_LAYER][-1]
+    return None if last.name in (BASIC_MODEL, "distillation") else last
 
 
 def freeze(basic_model: keras.Model, part: str) -> None:
@@ -282,7 +296,8 @@ _MOVED = {
                                      "facekit_plugins.backbones.blocks"),
 }
 # facekit's own modules that define Keras objects: the only ones a model file may ask for.
-KERAS_MODULES = ("facekit.fit.metrics", "facekit.fit.optimizers", "facekit.fit.partial_fc",
+KERAS_MODULES = ("facekit.fit.distill", "facekit.fit.metrics", "facekit.fit.optimizers",
+                 "facekit.fit.partial_fc",
                  "facekit.model.losses",
                  "facekit_plugins.backbones.blocks", "facekit_plugins.backbones.dlib_resnet",
                  "facekit_plugins.heads.normdense",
