@@ -98,6 +98,7 @@ def test_a_folder_without_identities_trains_from_the_teacher_alone(tmp_path, tin
                             **{**TINY_TRAIN, "embedding_size": 8, "image_size": 48})
     flat = _flat_folder(tiny_faces, tmp_path / "flat")
     (flat / "notes.txt").write_text("not an image")
+    (flat / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
     result = facekit.train(data=str(flat), output=str(tmp_path / "student"),
                            teacher=str(teacher.run_dir), **{**TINY_TRAIN, "epochs": 2})
     assert set(result.history) == {"loss", "distill_loss"}  # no head, no accuracy
@@ -105,7 +106,8 @@ def test_a_folder_without_identities_trains_from_the_teacher_alone(tmp_path, tin
                                rtol=1e-5)
     run = RunFolder(result.run_dir)
     assert "no_labels = true" in run.config.read_text()  # found, and recorded for --resume
-    assert "notes.txt" in run.skipped_files.read_text()
+    skipped = run.skipped_files.read_text()
+    assert "notes.txt" in skipped and "broken.jpg" in skipped
     basic = facekit.load_model(result.run_dir)
     assert basic.output_shape == (None, 16) and basic.input_shape == (None, 32, 32, 3)
     resumed = facekit.train(resume=result.run_dir, epochs=3)
@@ -143,6 +145,17 @@ def test_a_distilled_run_with_ema_resumes_exactly(tmp_path, tiny_faces, tinynet_
     assert b.get_layer("distillation").projection is not None
     assert basic.output_shape == (None, 16)
     assert not [w for w in basic.weights if "projection" in w.path or "teacher" in w.path]
+    # the checkpoint, teacher inside, loads in a fresh process without custom objects
+    import os
+    import subprocess
+    import sys
+
+    script = ("import facekit; m = facekit.load_model(%r, compile=True); "
+              "print('WIDTH', m.get_layer('distillation').teacher_width)" % str(resumed.model_path))
+    env = {**os.environ, "PYTHONPATH": str(tinynet_plugin), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env=env, timeout=300)
+    assert "WIDTH 24" in done.stdout, done.stderr[-2000:]
 
 
 def test_a_teacher_of_another_size_teaches_any_head(tmp_path, tiny_faces, tinynet_plugin):

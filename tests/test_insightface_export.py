@@ -10,6 +10,7 @@ import pytest
 import facekit
 from facekit.eval.export import export_model, read_metadata
 from facekit.model.pretrained import import_model
+from tests.conftest import invoke_facekit
 from tests.test_import import FIXTURES, _assert_same_embeddings
 
 pytest.importorskip("onnxruntime")
@@ -48,7 +49,10 @@ def run_onnx(path, blob):
 def test_an_export_gives_the_references_embeddings_and_imports_back(tmp_path, reference,
                                                                    name):
     run = import_model(FIXTURES / f"{name}.pth", tmp_path / "run")
-    out = export_model(run, "onnx", tmp_path / "model.onnx", insightface=True)
+    out = tmp_path / "model.onnx"
+    said = invoke_facekit("export", "--model", run, "--format", "onnx", "--insightface",
+                          "--out", out).output
+    assert "Exported onnx" in said
     assert insightface_routes_to_recognition(out) == (127.5, 127.5)
     images = reference["images"]
     exported = run_onnx(out, insightface_blob(images))

@@ -151,11 +151,11 @@ def read_dlib_network(path) -> DlibNetwork:
     try:
         data = path.read_bytes()
     except OSError as error:
-        raise FacekitError(f"Cannot read {path}: {error.strerror or error}.") from None
+        raise FacekitError(f"Cannot read '{path}': {error.strerror or error}.") from None
     try:
         return _parse(_Bytes(data))
     except ValueError as error:
-        raise FacekitError(f"{path} is not dlib's face descriptor network "
+        raise FacekitError(f"'{path}' is not dlib's face descriptor network "
                            f"(dlib_face_recognition_resnet_model_v1.dat): {error}.") from None
 
 
