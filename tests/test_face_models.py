@@ -68,7 +68,7 @@ def test_reference_feature_maps_and_necks():
 
 # Small widths and images keep one training step of each quick.
 SMALL_BACKBONES = [
-    ("iresnet18", {"width": 0.125}),
+    ("iresnet18", {"width": 0.25}),
     ("mobilefacenet", {"scale": 1, "blocks": "2,1,1,1", "features": 32}),
     ("ghostfacenet", {"width": 0.3, "strides": 1}),
 ]
