@@ -115,9 +115,10 @@ def main() -> int:
         row(f"student {name}", _trained_weights(result, train), speed)
         row(f"student {name}, EMA", facekit.load_model(result.basic_model_path), speed)
 
+    identities = [path for path in train.iterdir() if path.is_dir()]
     print(f"\nLFW subset: {len(vset.issame)} pairs, {vset.folds} folds; students trained on "
-          f"{sum(len(os.listdir(train / i)) for i in os.listdir(train))} images of "
-          f"{len(os.listdir(train))} identities no pair names; options {options}")
+          f"{sum(len(os.listdir(i)) for i in identities)} images of {len(identities)} "
+          f"identities no pair names; options {options}")
     print(f"{'':<52}{'accuracy':>18}{'AUC':>8}{'images/s':>10}")
     for name, res, speed in rows:
         shown = "" if speed is None else f"{speed:.1f}"

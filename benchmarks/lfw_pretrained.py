@@ -89,9 +89,10 @@ def main() -> int:
     facekit_row("untrained dlib-resnet", untrained)
     rows.append(("raw pixels (facekit's dlib chips)", _raw_pixels(vset, finder), None, None))
 
+    identities = [path for path in train.iterdir() if path.is_dir()]
     print(f"\nLFW subset: {len(vset.issame)} pairs, {vset.folds} folds; fine-tuned on "
-          f"{sum(len(os.listdir(train / i)) for i in os.listdir(train))} images of "
-          f"{len(os.listdir(train))} identities no pair names")
+          f"{sum(len(os.listdir(i)) for i in identities)} images of {len(identities)} "
+          "identities no pair names")
     print(f"{'':<52}{'accuracy':>18}{'AUC':>8}{'train min':>11}{'no face':>9}")
     for name, res, seconds, faceless in rows:
         minutes = "" if seconds is None else f"{seconds / 60:.1f}"
