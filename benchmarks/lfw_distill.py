@@ -34,10 +34,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from lfw_pretrained import SHARED, _training_chips  # noqa: E402
+from lfw_pretrained import SHARED, _raw_pixels, _training_chips  # noqa: E402
 
 ROWS = ("scratch", "labels", "no-labels")
 
@@ -199,24 +197,6 @@ def _trained_weights(result, train: Path):
     data, _ = source.datasets(int(model.input_shape[1]), 64, seed=1)
     BatchNormCalibrator(model)(data.take(20))
     return model
-
-
-def _raw_pixels(vset, finder, size):
-    """The protocol on the flattened pixels of ``size`` x ``size`` chips, flip-summed."""
-    from PIL import Image
-
-    from facekit.eval.sets import verify_set
-
-    chips = {}
-    for position, crop, _ in finder.aligned_files(vset.images, size):
-        if crop is None:
-            crop = np.asarray(Image.open(vset.images[position]).convert("RGB")
-                              .resize((size, size)))
-        chips[position] = crop.astype(np.float32)
-    vectors = np.stack([(chips[i] + chips[i][:, ::-1]).reshape(-1)
-                        for i in range(len(vset.images))])
-    result, _ = verify_set(vectors, vset)
-    return result
 
 
 if __name__ == "__main__":

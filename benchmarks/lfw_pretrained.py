@@ -161,17 +161,18 @@ def _dlib_pipeline(vset):
     return result, None, faceless
 
 
-def _raw_pixels(vset, finder):
-    """The protocol on the flattened pixels of facekit's dlib chips, flip-summed."""
+def _raw_pixels(vset, finder, size: int = 150):
+    """The protocol on the flattened pixels of facekit's ``size`` x ``size`` chips,
+    flip-summed."""
     from PIL import Image
 
     from facekit.eval.sets import verify_set
 
     chips = {}
-    for position, crop, _ in finder.aligned_files(vset.images, 150):
+    for position, crop, _ in finder.aligned_files(vset.images, size):
         if crop is None:
             crop = np.asarray(Image.open(vset.images[position]).convert("RGB")
-                              .resize((150, 150)))
+                              .resize((size, size)))
         chips[position] = crop.astype(np.float32)
     vectors = np.stack([(chips[i] + chips[i][:, ::-1]).reshape(-1)
                         for i in range(len(vset.images))])

@@ -62,6 +62,7 @@ class RunPlan:
     run_dir: Path
     resume: RunState | None = None  # the checkpoint state a resumed run continues from
     inherited: dict = dataclasses.field(default_factory=dict)  # from the --init-from run
+    teacher: Path | None = None  # the --teacher model's file, resolved once
 
     @property
     def run(self) -> RunFolder:
@@ -149,15 +150,14 @@ def plan_run(config: TrainConfig | None = None, *, resume: str | Path | None = N
         raise OptionError("{devices} chooses devices on one machine; a multi-worker run uses "
                           "every local GPU (choose them with CUDA_VISIBLE_DEVICES).")
     data = config.data or demo_dataset_dir()
-    if config.teacher:
-        _check_teacher(config.teacher)
+    teacher = _teacher_file(config.teacher) if config.teacher else None
     source = open_source(data, val_split=config.val_split, split_by=config.split_by,
                          seed=config.seed, class_balance=config.class_balance,
                          labelled=not config.no_labels)
     return RunPlan(config, backbone, neck, stages, config.augmentation(), source,
                    load_eval_sets(config), cluster,
                    Path(resume) if resume is not None else _run_dir(config.output), state,
-                   inherited)
+                   inherited, teacher)
 
 
 def _network_of_init_source(config: TrainConfig, options: dict) -> tuple[TrainConfig, dict]:
@@ -180,15 +180,17 @@ def _network_of_init_source(config: TrainConfig, options: dict) -> tuple[TrainCo
     return dataclasses.replace(config, **inherited), inherited
 
 
-def _check_teacher(teacher: str) -> None:
-    """Refuse, in one sentence, a ``--teacher`` that names no model (a pretrained model's
-    name or an importable file becomes its cached run folder here)."""
+def _teacher_file(teacher: str) -> Path:
+    """The model file ``--teacher`` names (a pretrained model's name or an importable file
+    becomes its cached run folder here); one sentence when it names no model."""
     from facekit.model.pretrained import resolve_model
     from facekit.run_folder import model_file
 
-    if not model_file(resolve_model(teacher)).is_file():
+    path = model_file(resolve_model(teacher))
+    if not path.is_file():
         raise OptionError("{teacher} '{name}' is not a model; pass a run folder, a .keras "
                           "model, dlib, or a file facekit import reads.", name=teacher)
+    return path
 
 
 def _unlabelled_folder(data) -> bool:

@@ -129,9 +129,8 @@ def holds_only_images(root: Path) -> bool:
 
 
 def _scan_unlabelled(root: Path) -> DatasetIndex:
-    files, skipped = [], []
-    top = sorted(_entries(root), key=lambda e: e.name)
-    for entry in top:
+    files = []
+    for entry in sorted(_entries(root), key=lambda e: e.name):
         if entry.name.startswith("."):
             continue
         if _is_file(entry):

@@ -22,8 +22,7 @@ import keras
 from keras import ops
 
 from facekit.config import DISTANCES
-
-DISTILLATION_LAYER = "distillation"
+from facekit.model.build import DISTILLATION_LAYER
 
 
 def distance(student, teacher, kind: str):
@@ -125,7 +124,7 @@ class Distillation(keras.layers.Layer):
         return cls(**config)
 
 
-def load_teacher(name: str) -> keras.Model:
+def load_teacher(name) -> keras.Model:
     """The teacher's basic model: a run folder, a ``.keras`` model, a pretrained model's
     name or a file ``facekit import`` reads (facekit.model.pretrained.resolve_model)."""
     from facekit.model import embedding_model, load_model

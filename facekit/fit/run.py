@@ -301,10 +301,9 @@ class Run:
         """A warning when the teacher was trained on faces aligned otherwise than the
         training images: it sees them resized, not realigned."""
         from facekit.data.prepare import describe_alignment
-        from facekit.model.pretrained import resolve_model
         from facekit.run_folder import trained_alignment
 
-        teacher = trained_alignment(resolve_model(self.config.teacher))
+        teacher = trained_alignment(self.plan.teacher)
         data = preprocessing(self.source.path)
         if teacher and data and teacher.get("template") != data.get("template"):
             print(f"Note: the teacher expects {describe_alignment(teacher)}, but the training "
@@ -332,7 +331,7 @@ class Run:
         state = initial_state(loss, classes)
         distillation = self.distillation(model) if model is not None else None
         if distillation is None and config.teacher:
-            distillation = Distillation(load_teacher(config.teacher), config.distill_loss,
+            distillation = Distillation(load_teacher(self.plan.teacher), config.distill_loss,
                                         config.distill_weight,
                                         student_width=config.embedding_size)
         if model is None:

@@ -28,6 +28,7 @@ EMBEDDING_LAYER = "embedding"
 BACKBONE_LAYER = "backbone"
 NECK_LAYER = "neck"
 BASIC_MODEL = "basic_model"
+DISTILLATION_LAYER = "distillation"  # facekit.fit.distill's layer, before the head
 # The embedding BatchNorm: momentum as insightface's BatchNorms (PyTorch's 0.1), its
 # scale fixed at 1 (MXNet's fix_gamma, arcface_torch's frozen weight).
 EMBEDDING_BN_MOMENTUM = 0.9
@@ -173,7 +174,7 @@ def head_layer(model: keras.Model):
     if isinstance(getattr(model, "head", None), keras.layers.Layer):  # partial-fc's model
         return model.head
     last = [layer for layer in model.layers if layer.name != STATE_LAYER][-1]
-    return None if last.name in (BASIC_MODEL, "distillation") else last
+    return None if last.name in (BASIC_MODEL, DISTILLATION_LAYER) else last
 
 
 def freeze(basic_model: keras.Model, part: str) -> None:
