@@ -11,7 +11,7 @@ import facekit
 from facekit.config import DISTANCES
 from facekit.fit.distill import Distillation, distance
 from facekit.run_folder import RunFolder
-from tests.conftest import TINY_TRAIN
+from tests.conftest import TINY_TRAIN, on_logical_cpus
 
 EXACT = {**TINY_TRAIN, "dropout": 0.0, "augment": "none", "bn_recalibration_batches": 0,
          "deterministic": True, "steps_per_epoch": 3, "schedule": "constant"}
@@ -69,19 +69,35 @@ def _teacher(size=24, width=6, seed=0):
     return keras.Model(images, keras.layers.Dense(width)(x), name="basic_model")
 
 
-def test_the_layer_adds_the_weighted_mean_distance_and_passes_the_embedding_on():
+def test_the_layer_adds_the_weighted_distance_to_the_centred_teacher():
     teacher = _teacher(size=24, width=6)
     layer = Distillation(teacher, "cosine", weight=2.5, student_width=4)
-    images = np.random.default_rng(1).uniform(0, 255, (3, 16, 16, 3)).astype(np.float32)
-    embedding = np.random.default_rng(2).normal(size=(3, 4)).astype(np.float32)
-    out = layer([images, embedding])
-    np.testing.assert_array_equal(out, embedding)
-    resized = tf.image.resize(images, (24, 24), antialias=True).numpy()  # teacher's size
-    target = teacher.predict(resized, verbose=0)
-    projected = embedding @ layer.projection.get_weights()[0]
-    expected = 2.5 * numpy_distance(projected, target, "cosine").mean()
-    np.testing.assert_allclose(float(layer.losses[0]), expected, rtol=1e-4)
+    rng = np.random.default_rng(1)
+    batches = [(rng.uniform(0, 255, (3, 16, 16, 3)).astype(np.float32),
+                rng.normal(size=(3, 4)).astype(np.float32)) for _ in range(3)]
+    targets = [teacher.predict(tf.image.resize(images, (24, 24), antialias=True).numpy(),
+                               verbose=0) for images, _ in batches]  # at the teacher's size
+
+    def expected(embedding, target, mean):
+        projected = embedding @ layer.projection.get_weights()[0]
+        return 2.5 * numpy_distance(projected, target - mean, "cosine").mean()
+
+    # training batches: the running mean is the average of the batches seen so far
+    for number, (images, embedding) in enumerate(batches[:2]):
+        out = layer([images, embedding], training=True)
+        np.testing.assert_array_equal(out, embedding)
+        mean = np.mean([t.mean(0) for t in targets[:number + 1]], axis=0)
+        np.testing.assert_allclose(layer.teacher_mean.numpy(), mean, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(float(layer.losses[0]),
+                                   expected(embedding, targets[number], mean), rtol=1e-4)
+    # evaluation uses the mean and leaves it alone
+    images, embedding = batches[2]
+    layer([images, embedding], training=False)
+    np.testing.assert_allclose(layer.teacher_mean.numpy(), mean, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(float(layer.losses[0]), expected(embedding, targets[2], mean),
+                               rtol=1e-4)
     assert not teacher.trainable and all(not w.trainable for w in teacher.weights)
+    assert {w.name for w in layer.non_trainable_weights} >= {"teacher_mean", "batches"}
 
 
 def _flat_folder(faces, folder):
@@ -180,20 +196,9 @@ def test_teacher_mistakes_are_one_sentence(tmp_path, tiny_faces):
 
 def test_distillation_and_ema_on_two_replicas_with_either_head(tmp_path, tiny_faces,
                                                               tinynet_plugin):
-    import json
-    import os
-    import subprocess
-    import sys
-    import textwrap
-
     teacher = facekit.train(data=str(tiny_faces), output=str(tmp_path / "teacher"),
                             **{**TINY_TRAIN, "embedding_size": 12})
-    script = textwrap.dedent(f"""
-        import json, tensorflow as tf
-        cpu = tf.config.list_physical_devices("CPU")[0]
-        tf.config.set_logical_device_configuration(
-            cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-        import facekit
+    history, _ = on_logical_cpus(f"""
         stages = [{{"head": "normdense", "loss": "cosface", "epochs": 1}},
                   {{"head": "partial-fc", "loss": "arcface", "epochs": 1}}]
         result = facekit.train(data={str(tiny_faces)!r}, output={str(tmp_path / 'run')!r},
@@ -202,11 +207,6 @@ def test_distillation_and_ema_on_two_replicas_with_either_head(tmp_path, tiny_fa
                                bn_recalibration_batches=2, verbose=0, stages=stages,
                                teacher={str(teacher.run_dir)!r}, ema=True)
         print("RESULT", json.dumps(result.history))
-    """)
-    env = {**os.environ, "PYTHONPATH": str(tinynet_plugin), "TF_CPP_MIN_LOG_LEVEL": "2"}
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          env=env, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    history = json.loads(done.stdout.split("RESULT", 1)[1])
+    """, tinynet_plugin)
     assert len(history["distill_loss"]) == 2 and all(np.isfinite(history["loss"]))
     assert facekit.load_model(tmp_path / "run").output_shape == (None, 8)

@@ -10,6 +10,14 @@ labels, the distance is the whole loss.  A student narrower or wider than its
 teacher reaches the teacher's width through a learned linear ``projection``
 that belongs to this layer, never to the basic model.
 
+The target is the teacher's embedding less its running mean over the training
+images.  A face model's embeddings share one direction (dlib's lie in a cone:
+two random faces have a cosine of 0.85), which tells no two faces apart; against
+the raw embeddings a student reaches a low loss by learning that direction alone
+and collapses onto it (``benchmarks/lfw_distill.py``).  Centred, the target is
+what distinguishes each face, and the student's embeddings are the centred
+teacher's.
+
 The teacher is computed per batch rather than cached per image: each epoch
 sees new augmentations of every image, and the teacher must see the same view
 (``benchmarks/lfw_distill.py`` measures what it costs).  The teacher's weights
@@ -23,6 +31,8 @@ from keras import ops
 
 from facekit.config import DISTANCES
 from facekit.model.build import DISTILLATION_LAYER
+
+CENTRE_BATCHES = 100.0  # the teacher's running mean: a plain average up to here
 
 
 def distance(student, teacher, kind: str):
@@ -78,6 +88,14 @@ class Distillation(keras.layers.Layer):
             self.projection = keras.layers.Dense(self.teacher_width, use_bias=False,
                                                  dtype="float32", name="projection")
         self.tracker = keras.metrics.Mean(name="distill_loss")
+        # the running mean of the teacher's embeddings: the average of the batches seen
+        # for the first CENTRE_BATCHES, then an exponential average over about as many;
+        # averaged over replicas, and part of each checkpoint
+        self.teacher_mean = self.add_weight(shape=(self.teacher_width,), initializer="zeros",
+                                            trainable=False, autocast=False,
+                                            aggregation="mean", name="teacher_mean")
+        self.batches = self.add_weight(shape=(), initializer="zeros", trainable=False,
+                                       autocast=False, aggregation="mean", name="batches")
 
     @property
     def teacher_size(self) -> int:
@@ -90,17 +108,25 @@ class Distillation(keras.layers.Layer):
 
     def call(self, inputs, training=False):
         images, embedding = inputs
-        self.add_loss(self.loss_of(images, embedding))
+        self.add_loss(self.loss_of(images, embedding, training))
         return embedding
 
-    def loss_of(self, images, embedding):
+    def loss_of(self, images, embedding, training=False):
         """The weighted distillation loss of a batch (``call`` adds it to the model's
-        losses; a model with its own train step, partial-fc's, adds it itself)."""
+        losses; a model with its own train step, partial-fc's, adds it itself).  A
+        training batch updates the teacher's running mean first."""
         pixels = ops.cast(images, "float32")
         if pixels.shape[1] != self.teacher_size or pixels.shape[2] != self.teacher_size:
             pixels = ops.image.resize(pixels, (self.teacher_size, self.teacher_size),
                                       interpolation="bilinear", antialias=True)
         target = ops.stop_gradient(ops.cast(self.teacher(pixels, training=False), "float32"))
+        if training:
+            batches = self.batches + 1.0
+            rate = 1.0 / ops.minimum(batches, CENTRE_BATCHES)
+            self.teacher_mean.assign(self.teacher_mean
+                                     + rate * (ops.mean(target, axis=0) - self.teacher_mean))
+            self.batches.assign(batches)
+        target = target - self.teacher_mean
         student = ops.cast(embedding, "float32")
         if self.projection is not None:
             student = self.projection(student)

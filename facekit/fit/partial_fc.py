@@ -362,7 +362,7 @@ class PartialFCModel(keras.Model):
         embeddings = self.basic_model(x, training=training)
         if self.distillation is None:
             return embeddings, None
-        return embeddings, self.distillation.loss_of(x, embeddings)
+        return embeddings, self.distillation.loss_of(x, embeddings, training)
 
     def build(self, input_shape=None):
         self.built = True
