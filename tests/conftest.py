@@ -1,5 +1,6 @@
 """Shared fixtures: small images, few classes, few steps, so the suite stays fast on a CPU."""
 
+import json
 import os
 import subprocess
 import sys
@@ -62,6 +63,25 @@ def run_facekit(*args, env=None, timeout=300, cwd=None):
     full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
     return subprocess.run([sys.executable, "-m", "facekit", *args], capture_output=True,
                           text=True, env=full_env, timeout=timeout, cwd=cwd)
+
+
+def on_logical_cpus(body: str, plugin: Path, devices: int = 2, timeout=300):
+    """Run ``body`` (Python, dedented) in a fresh interpreter whose CPU is split into
+    ``devices`` logical devices, with the tinynet plugin importable: how the multi-device
+    paths are tested here (two strategies in one process collide in their collectives).
+    ``body`` prints ``RESULT`` and a JSON value: returned, with the process's output."""
+    import textwrap
+
+    script = ("import json, tensorflow as tf\n"
+              "cpu = tf.config.list_physical_devices('CPU')[0]\n"
+              "tf.config.set_logical_device_configuration(\n"
+              f"    cpu, [tf.config.LogicalDeviceConfiguration()] * {devices})\n"
+              "import facekit\n" + textwrap.dedent(body))
+    env = {**os.environ, "PYTHONPATH": str(plugin), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env=env, timeout=timeout)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.split("RESULT", 1)[1]), done.stdout
 
 
 def invoke_facekit(*args):

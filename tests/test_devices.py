@@ -1,14 +1,9 @@
 """GPU-path code on CPU: mixed precision, and MirroredStrategy over two logical devices."""
 
-import json
-import subprocess
-import sys
-import textwrap
-
 import numpy as np
 
 import facekit
-from tests.conftest import TINY_TRAIN
+from tests.conftest import TINY_TRAIN, on_logical_cpus
 
 
 def test_mixed_precision_keeps_embedding_and_loss_float32(tmp_path, tiny_faces,
@@ -29,26 +24,14 @@ def test_mixed_precision_keeps_embedding_and_loss_float32(tmp_path, tiny_faces,
 
 
 def test_mirrored_strategy_on_two_logical_cpus(tmp_path, tiny_faces, tinynet_plugin):
-    script = textwrap.dedent(f"""
-        import json, tensorflow as tf
-        cpu = tf.config.list_physical_devices("CPU")[0]
-        tf.config.set_logical_device_configuration(
-            cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-        import facekit
+    history, output = on_logical_cpus(f"""
         result = facekit.train(data={str(tiny_faces)!r}, output={str(tmp_path / 'run')!r},
                                devices="cpu:0,cpu:1", backbone="tinynet", image_size=32,
                                batch_size=8, epochs=2, steps_per_epoch=2, embedding_size=8,
                                bn_recalibration_batches=2, verbose=1, val_split=0.2)
         print("RESULT", json.dumps(result.history))
-    """)
-    import os
-
-    env = {**os.environ, "PYTHONPATH": str(tinynet_plugin), "TF_CPP_MIN_LOG_LEVEL": "2"}
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          env=env, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "Training on 2 devices (MirroredStrategy)" in done.stdout
-    history = json.loads(done.stdout.split("RESULT", 1)[1])
+    """, tinynet_plugin)
+    assert "Training on 2 devices (MirroredStrategy)" in output
     assert len(history["loss"]) == 2 and all(np.isfinite(history["loss"]))
     assert len(history["val_loss"]) == 2
     assert facekit.load_model(tmp_path / "run" / "basic_model.keras") is not None
@@ -66,12 +49,7 @@ def test_margin_losses_with_state_and_randomness_on_two_replicas(tmp_path, tiny_
                                                                 tinynet_plugin):
     """ElasticFace+ draws margins, CurricularFace and AdaFace update their state in
     each replica (averaged over replicas): all under MirroredStrategy."""
-    script = textwrap.dedent(f"""
-        import json, tensorflow as tf
-        cpu = tf.config.list_physical_devices("CPU")[0]
-        tf.config.set_logical_device_configuration(
-            cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-        import facekit
+    result, _ = on_logical_cpus(f"""
         stages = [{{"loss": "elasticface-arc", "loss_options": {{"plus": True}}, "epochs": 1}},
                   {{"loss": "curricularface", "epochs": 1}}, {{"loss": "adaface", "epochs": 1}}]
         result = facekit.train(data={str(tiny_faces)!r}, output={str(tmp_path / 'run')!r},
@@ -82,13 +60,6 @@ def test_margin_losses_with_state_and_randomness_on_two_replicas(tmp_path, tiny_
         model = facekit.load_model(result.model_path)
         print("RESULT", json.dumps({{"loss": result.history["loss"],
               "state": [float(v) for v in model.get_layer("loss_state").get_weights()]}}))
-    """)
-    import os
-
-    env = {**os.environ, "PYTHONPATH": str(tinynet_plugin), "TF_CPP_MIN_LOG_LEVEL": "2"}
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          env=env, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads(done.stdout.split("RESULT", 1)[1])
+    """, tinynet_plugin)
     assert len(result["loss"]) == 3 and all(np.isfinite(result["loss"]))
     assert result["state"] != [20.0, 100.0]  # AdaFace's statistics moved

@@ -1,15 +1,11 @@
 """Partial FC: sharded, sampled class centers (facekit.fit.partial_fc)."""
 
-import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
 import pytest
 
-from tests.conftest import REPO, invoke_facekit
+from tests.conftest import REPO, invoke_facekit, on_logical_cpus
 
 CLASSES, SIZE = 11, 8
 
@@ -194,15 +190,12 @@ def test_train_with_partial_fc_on_one_device_in_mixed_precision(tmp_path, tiny_f
 
 
 def _on_logical_cpus(devices: int, body: str, tinynet_plugin) -> dict:
-    """Run ``body`` in a fresh process with ``devices`` logical CPUs; returns what it
-    puts in ``out``.  (Two strategies in one process collide in their collectives.)"""
-    script = textwrap.dedent(f"""
-        import json, sys
-        import numpy as np, tensorflow as tf
-        cpu = tf.config.list_physical_devices("CPU")[0]
-        tf.config.set_logical_device_configuration(
-            cpu, [tf.config.LogicalDeviceConfiguration()] * {devices})
-        import keras, facekit
+    """Run ``body`` on ``devices`` logical CPUs with this file's models and a tiny
+    dataset; returns what it puts in ``out``."""
+    prelude = f"""
+        import sys
+        import numpy as np
+        import keras
         sys.path.insert(0, {str(REPO)!r})
         from tests.test_partial_fc import _models, _loss, CLASSES
         rng = np.random.default_rng(0)
@@ -210,12 +203,10 @@ def _on_logical_cpus(devices: int, body: str, tinynet_plugin) -> dict:
         y = rng.integers(0, CLASSES, 48).astype("int32")
         data = tf.data.Dataset.from_tensor_slices((x, y)).batch(12, drop_remainder=True)
         out = {{}}
-    """) + textwrap.dedent(body) + '\nprint("RESULT", json.dumps(out))\n'
-    env = {**os.environ, "PYTHONPATH": str(tinynet_plugin), "TF_CPP_MIN_LOG_LEVEL": "2"}
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          env=env, timeout=400)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout.split("RESULT", 1)[1])
+    """
+    script = (textwrap.dedent(prelude) + textwrap.dedent(body)
+              + '\nprint("RESULT", json.dumps(out))\n')
+    return on_logical_cpus(script, tinynet_plugin, devices, timeout=400)[0]
 
 
 def test_replicas_shards_and_resume_onto_more_devices(tmp_path, tiny_faces, tinynet_plugin):
