@@ -89,8 +89,6 @@ def main() -> int:
 
     in_pairs = {name for a, _, b, _ in read_pairs(args.pairs).pairs for name in (a, b)}
     train = _training_chips(args.data, work, in_pairs)
-    if args.speed:
-        return _speed(train, work, args.speed)
     options = {"seed": args.seed, "verbose": 2, "ema": True}
     if args.epochs:
         options["epochs"] = args.epochs

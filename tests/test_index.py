@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from facekit.errors import FacekitError
-from facekit.data.index import cache_paths, scan_folder
+from facekit.data.index import LANDMARKS_FILE, UNLABELLED, cache_paths, scan_folder
 from facekit.data.sources import load_index
 from tests.conftest import TINY_TRAIN, run_facekit
 
@@ -45,6 +45,15 @@ def test_bad_files_are_skipped_with_reasons(tmp_path):
     for name, fragment in expected.items():
         assert fragment in reasons[name], (name, reasons[name])
     assert "skipped 6 file(s)" in index.summary()
+
+
+def test_without_labels_a_prepared_folder_lists_no_skipped_file(tmp_path):
+    root = make_folder(tmp_path / "data", identities=2, images=2)
+    (root / LANDMARKS_FILE).write_text("id0/0.jpg 1 2 3 4 5 6 7 8 9 10\n")  # prepare's own
+    (root / "notes.txt").write_text("a note")
+    index = scan_folder(root, labelled=False)
+    assert len(index) == 4 and index.classes == [UNLABELLED]
+    assert [path.rsplit("/", 1)[-1] for path, _ in index.skipped] == ["notes.txt"]
 
 
 def test_identity_whose_images_are_all_broken_is_dropped(tmp_path):

@@ -33,6 +33,9 @@ from facekit.errors import FacekitError
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 CONVERTIBLE_EXTENSIONS = (".pgm", ".ppm", ".pbm", ".pnm", ".tif", ".tiff", ".webp")
 INDEX_VERSION = 1
+# Written by `facekit prepare --detect` beside the identity folders: facekit's own,
+# not data, so an index without labels does not list it as a skipped file.
+LANDMARKS_FILE = "landmarks.txt"
 
 
 @dataclass
@@ -133,7 +136,7 @@ def _scan_unlabelled(root: Path) -> DatasetIndex:
     for entry in sorted(_entries(root), key=lambda e: e.name):
         if entry.name.startswith("."):
             continue
-        if _is_file(entry):
+        if _is_file(entry) and entry.name != LANDMARKS_FILE:
             files.append((entry.name, entry.path))
         elif _is_dir(entry):
             files += [(e.name, e.path) for e in sorted(_entries(Path(entry.path)),

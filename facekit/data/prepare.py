@@ -31,6 +31,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from facekit.data.align import TEMPLATES
+from facekit.data.index import LANDMARKS_FILE
 from facekit.data.sources import FolderSource, open_source
 from facekit.errors import FacekitError
 from facekit.files import require_apart, require_new_folder, write_atomic
@@ -39,7 +40,6 @@ from facekit.files import require_apart, require_new_folder, write_atomic
 SOURCE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".pgm", ".ppm", ".pbm", ".pnm",
                      ".tif", ".tiff", ".webp")
 MANIFEST = ".facekit-prepare.json"
-LANDMARKS_FILE = "landmarks.txt"
 PARTIAL = ".partial"  # the suffix of an image being written
 ALIGNMENTS = ("resize", "center-crop", "landmarks", "detect")
 DETECT_BATCH = 32  # images detected at once (mtcnn batches same-size images)
